@@ -1,0 +1,174 @@
+"""Small helpers every stage shares: logging, atomic outputs, α formatting, JSON I/O, devices.
+
+Why one module: every stage must behave the same way on failure (nothing that looks finished is
+left behind) and must name α the same way in paths, or Snakemake's incremental reruns break.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+ALPHA_REGEX = r"-?\d+(\.\d+)?"
+"""Regex matched by :func:`format_alpha` output; used as the Snakemake wildcard constraint."""
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr and, when given, to ``log_file`` (the Snakemake ``log:`` path).
+
+    Both sinks, because a user running ``python -m`` wants to see progress while a Snakemake job
+    wants it kept in the rule's log file.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+    # Libraries that are chatty at INFO would drown the stage's own messages.
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub.file_download"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def format_alpha(alpha: float | int | str) -> str:
+    """Canonical, path-safe text for an α: ``0.5 -> '0.5'``, ``2.0 -> '2'``, ``-1e-3 -> '-0.001'``.
+
+    Every path and table goes through this one function so that ``2``, ``2.0`` and ``"2.00"`` in a
+    config name the same file (otherwise Snakemake would see a new α and rerun). No exponent
+    notation, so the result always matches :data:`ALPHA_REGEX`.
+    """
+    if isinstance(alpha, bool):
+        raise TypeError("alpha must be a number, not a bool")
+    d = Decimal(repr(float(alpha))) if not isinstance(alpha, str) else Decimal(alpha)
+    if not d.is_finite():
+        raise ValueError(f"alpha must be finite, got {alpha!r}")
+    text = format(d, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("-0", ""):
+        text = "0"
+    return text
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling folder that becomes ``final`` only if the block succeeds.
+
+    A killed or failed job therefore leaves at most a hidden ``.tmp-*`` folder, never a ``final``
+    folder that looks finished (Snakemake, vLLM and ``from_pretrained`` would all accept it).
+    The temporary folder sits next to ``final`` so the rename stays on one filesystem.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists() or final.is_symlink():
+        if not overwrite:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileExistsError(f"{final} already exists")
+        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path in ``final``'s folder; rename it to ``final`` on success."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".tmp-{final.name}-", dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Write JSON atomically (UTF-8, non-ASCII kept readable)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Write one JSON object per line, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+    return rows
+
+
+def cuda_available() -> bool:
+    """True only when torch sees a usable CUDA device.
+
+    ``CUDA_VISIBLE_DEVICES`` is read defensively: SLURM and users set it to ``""``, ``"-1"`` or
+    ``"NoDevFiles"`` to hide GPUs, and we must then stay on CPU rather than crash in CUDA init.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "NoDevFiles"):
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available()) and torch.cuda.device_count() > 0
+    except Exception:  # pragma: no cover - broken CUDA installs
+        return False
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``'auto'`` → ``'cuda'`` when available, else ``'cpu'``; explicit values pass through."""
+    if requested == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if requested.startswith("cuda") and not cuda_available():
+        raise RuntimeError(f"device {requested!r} requested but no CUDA device is visible")
+    return requested
+
+
+def set_threads(n: int | None) -> None:
+    """Bound torch's CPU threads to the job's ``threads`` so parallel jobs do not oversubscribe."""
+    if not n:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
