@@ -1,0 +1,319 @@
+"""Generation stage: answer a prompt set with one checkpoint, as alpaca_eval ``model_outputs``.
+
+Why it is careful about the details: the seed report's reproduction decoded the prompt together
+with the answer and used no chat template, then read the echoed prompt as ExPO "restating the
+instruction". Here the prompt is always rendered with the model's chat template
+(``add_generation_prompt=True``, the same token ids as the official ``apply_chat_template(...,
+tokenize=True)``), and only the newly generated tokens are decoded.
+
+Two backends share one interface and one decoding dict (:mod:`workflow_scripts.decoding`):
+
+* ``hf`` — Hugging Face ``generate``: batched, prompts sorted by length (less padding), left
+  padding, presence/frequency penalties via :class:`PresenceFrequencyPenaltyLogitsProcessor`;
+  runs on CPU.
+* ``vllm`` — what the official ExPO code used; imported lazily and only with CUDA.
+
+``finish_reason`` is ``"stop"`` when the answer ended with an EOS id and ``"length"`` when it hit
+``max_new_tokens``; ``n_tokens`` counts the generated tokens including the terminating EOS (the
+way vLLM counts ``token_ids``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .common import cuda_available, pick_device, read_json, read_jsonl, setup_logging, write_json
+from .decoding import (PresenceFrequencyPenaltyLogitsProcessor, hf_generation_kwargs,
+                       resolve_decoding, vllm_sampling_kwargs)
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "hf", "vllm")
+RESERVED_KEYS = ("id", "instruction", "output", "generator", "dataset", "n_tokens", "finish_reason")
+"""Keys a generation record owns; a prompt's other keys are copied through untouched."""
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt rendering (shared by both backends so they see identical token ids)
+# --------------------------------------------------------------------------------------------
+
+def render_prompt_ids(tokenizer, instruction: str, *, chat_template: bool = True) -> list[int]:
+    """Token ids of one prompt, as the model will see them.
+
+    With a chat template: the template's text for ``[user]`` plus the assistant header, tokenized
+    without extra special tokens (the template already writes BOS; adding another would give two,
+    and the official ``apply_chat_template(tokenize=True)`` adds none). Without a template (only
+    when the decoding says ``chat_template: false``): the raw instruction with the tokenizer's
+    usual special tokens, i.e. plain completion for base models.
+    """
+    if chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
+                "generating without one makes an aligned model continue the prompt instead of "
+                "answering it. Add a chat template to the checkpoint, or set "
+                "`chat_template: false` in the decoding config to feed raw instructions.")
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(instruction, add_special_tokens=True)["input_ids"])
+
+
+def _as_id_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+def eos_token_ids(tokenizer, model_config=None, generation_config=None) -> list[int]:
+    """All ids that end an answer: the tokenizer's EOS plus the checkpoint's configured EOS ids.
+
+    Chat models often end turns with a token (``<|eot_id|>``, ``<|im_end|>``) that only the
+    ``generation_config.json`` lists; stopping on the tokenizer's EOS alone would run on.
+    """
+    ids: list[int] = []
+    for source in (tokenizer.eos_token_id,
+                   getattr(generation_config, "eos_token_id", None),
+                   getattr(model_config, "eos_token_id", None)):
+        for i in _as_id_list(source):
+            if i not in ids:
+                ids.append(i)
+    if not ids:
+        raise ValueError(f"no EOS token id found for {getattr(tokenizer, 'name_or_path', '?')!r}: "
+                         "set eos_token in the tokenizer or eos_token_id in generation_config.json")
+    return ids
+
+
+def _check_prompts(prompts: Sequence[Mapping[str, Any]]) -> None:
+    seen: set[str] = set()
+    for i, p in enumerate(prompts):
+        if not isinstance(p.get("instruction"), str) or not p["instruction"].strip():
+            raise ValueError(f"prompt #{i} (id={p.get('id')!r}) has no non-empty 'instruction'")
+        pid = str(p.get("id", i))
+        if pid in seen:
+            raise ValueError(f"duplicate prompt id {pid!r}")
+        seen.add(pid)
+
+
+def _record(prompt: Mapping[str, Any], index: int, output: str, generator: str, n_tokens: int,
+            finish_reason: str) -> dict[str, Any]:
+    rec = {
+        "id": str(prompt.get("id", index)),
+        "instruction": prompt["instruction"],
+        "output": output,
+        "generator": generator,
+        "dataset": prompt.get("dataset", "unknown"),
+        "n_tokens": int(n_tokens),
+        "finish_reason": finish_reason,
+    }
+    rec.update({k: v for k, v in prompt.items() if k not in RESERVED_KEYS})
+    return rec
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+
+def vllm_available() -> bool:
+    """vLLM is usable only when installed *and* a CUDA device is visible."""
+    return importlib.util.find_spec("vllm") is not None and cuda_available()
+
+
+def choose_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown generation backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "auto":
+        return "vllm" if vllm_available() else "hf"
+    if backend == "vllm" and not vllm_available():
+        raise ValueError("backend 'vllm' needs the vllm package and a visible CUDA device; "
+                         "use backend 'hf' (or 'auto') on this machine")
+    return backend
+
+
+def _load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token is None:
+        # Same choice as the official code; pad positions are masked, so the id does not matter.
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # generation continues from the right edge of every row
+    return tok
+
+
+def _generate_hf(model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding: dict[str, Any],
+                 *, batch_size: int, generator: str, device: str) -> list[dict[str, Any]]:
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    dev = pick_device(device)
+    tok = _load_tokenizer(model_dir)
+    # float32 on CPU (bf16 matmuls are slow there and change greedy paths); checkpoint dtype on GPU.
+    dtype = torch.float32 if dev == "cpu" else "auto"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(dev).eval()
+    eos_ids = eos_token_ids(tok, model.config, getattr(model, "generation_config", None))
+    # A fresh generation config: the checkpoint's own sampling knobs (min_p, typical_p,
+    # repetition_penalty, ...) must not leak into a run that claims to use `decoding`.
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    gen_kwargs = hf_generation_kwargs(decoding)
+    gen_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tok.pad_token_id,
+                                  bos_token_id=tok.bos_token_id, **gen_kwargs)
+
+    encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"])
+               for p in prompts]
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    longest = max(len(e) for e in encoded)
+    if max_pos and longest + decoding["max_new_tokens"] > max_pos:
+        log.warning("longest prompt (%d tokens) + max_new_tokens (%d) exceeds the model's "
+                    "max_position_embeddings (%d)", longest, decoding["max_new_tokens"], max_pos)
+    # Longest first: similar lengths share a batch (little padding) and an OOM shows up at once.
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    if decoding["seed"] is not None:
+        from transformers import set_seed
+        set_seed(decoding["seed"])
+
+    results: list[dict[str, Any] | None] = [None] * len(prompts)
+    eos_set = set(eos_ids)
+    bar = tqdm(total=len(prompts), desc=f"generate {generator}", unit="prompt")
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = tok.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
+        input_ids = batch["input_ids"].to(dev)
+        attention_mask = batch["attention_mask"].to(dev)
+        processors = []
+        if decoding["presence_penalty"] or decoding["frequency_penalty"]:
+            processors.append(PresenceFrequencyPenaltyLogitsProcessor(
+                decoding["presence_penalty"], decoding["frequency_penalty"], input_ids.shape[1]))
+        from transformers import LogitsProcessorList
+        with torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                 generation_config=gen_config,
+                                 logits_processor=LogitsProcessorList(processors))
+        new_tokens = out[:, input_ids.shape[1]:].tolist()
+        for row, i in zip(new_tokens, idx):
+            stop_at = next((k for k, t in enumerate(row) if t in eos_set), None)
+            if stop_at is None:
+                kept, n_tokens, reason = row, len(row), "length"
+            else:
+                kept, n_tokens, reason = row[:stop_at], stop_at + 1, "stop"
+            text = tok.decode(kept, skip_special_tokens=True)
+            results[i] = _record(prompts[i], i, text, generator, n_tokens, reason)
+        bar.update(len(idx))
+    bar.close()
+    return results  # type: ignore[return-value]
+
+
+def _generate_vllm(model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding: dict[str, Any],
+                   *, generator: str) -> list[dict[str, Any]]:  # pragma: no cover - needs CUDA
+    from vllm import LLM, SamplingParams  # lazy: importing vllm initialises CUDA
+
+    tok = _load_tokenizer(model_dir)
+    encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"])
+               for p in prompts]
+    from transformers import GenerationConfig
+    try:
+        gen_cfg = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        gen_cfg = None
+    stop_ids = [i for i in eos_token_ids(tok, None, gen_cfg) if i != tok.eos_token_id]
+    params = SamplingParams(**vllm_sampling_kwargs(decoding), stop_token_ids=stop_ids or None)
+    llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype="auto",
+              seed=decoding["seed"] if decoding["seed"] is not None else 0)
+    outputs = llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=True)
+    results = []
+    for i, (p, o) in enumerate(zip(prompts, outputs)):
+        c = o.outputs[0]
+        reason = "length" if c.finish_reason == "length" else "stop"
+        results.append(_record(p, i, c.text, generator, len(c.token_ids), reason))
+    return results
+
+
+def generate(model_dir: str | Path, prompts: list[dict], decoding: dict, *, backend: str = "auto",
+             batch_size: int = 16, generator: str | None = None, device: str = "auto") -> list[dict]:
+    """Answer every prompt with the checkpoint in ``model_dir``; records in the prompts' order.
+
+    ``decoding`` may be a raw spec (``{"preset": "demo", "max_new_tokens": 32}``); it is resolved
+    with :func:`resolve_decoding`. ``generator`` names the model in alpaca_eval's sense
+    (default: the folder name). Returns alpaca_eval ``model_outputs`` records plus ``id``,
+    ``n_tokens``, ``finish_reason`` and the prompts' extra keys.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ValueError(f"model folder {model_dir} does not exist")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    decoding = resolve_decoding(decoding)
+    if not prompts:
+        return []
+    _check_prompts(prompts)
+    generator = generator or model_dir.name
+    chosen = choose_backend(backend)
+    log.info("generating %d answers with %s (backend=%s, preset=%s, max_new_tokens=%d)",
+             len(prompts), model_dir, chosen, decoding["preset"], decoding["max_new_tokens"])
+    if chosen == "vllm":
+        recs = _generate_vllm(model_dir, prompts, decoding, generator=generator)
+    else:
+        recs = _generate_hf(model_dir, prompts, decoding, batch_size=batch_size,
+                            generator=generator, device=device)
+    n_len = sum(r["finish_reason"] == "length" for r in recs)
+    log.info("done: %d answers, %d hit max_new_tokens, mean %.1f tokens", len(recs), n_len,
+             sum(r["n_tokens"] for r in recs) / len(recs))
+    return recs
+
+
+def write_generations(records: Iterable[Mapping[str, Any]], path: str | Path) -> None:
+    """Write the alpaca_eval ``model_outputs`` JSON list atomically."""
+    write_json(path, [dict(r) for r in records])
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """A prompt set file: JSONL (the stage's own format) or a JSON list."""
+    path = Path(path)
+    if path.suffix == ".json":
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of prompt records")
+        return data
+    return read_jsonl(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="checkpoint folder")
+    ap.add_argument("--prompts", required=True, help="prompt set (JSONL or JSON list)")
+    ap.add_argument("--out", required=True, help="output model_outputs JSON")
+    ap.add_argument("--preset", default=None, help="decoding preset (paper, demo, greedy)")
+    ap.add_argument("--decoding", default=None, help="JSON object of decoding overrides")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--backend", default="auto", choices=BACKENDS)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--generator", default=None, help="model name in the output (default: folder)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    ap.add_argument("--log", default=None, help="also log to this file")
+    args = ap.parse_args(argv)
+    setup_logging(args.log)
+    spec: dict[str, Any] = json.loads(args.decoding) if args.decoding else {}
+    if not isinstance(spec, dict):
+        raise ValueError("--decoding must be a JSON object")
+    if args.preset:
+        spec["preset"] = args.preset
+    prompts = read_prompts(args.prompts)
+    if args.limit is not None:
+        prompts = prompts[: args.limit]
+    recs = generate(args.model, prompts, spec, backend=args.backend, batch_size=args.batch_size,
+                    generator=args.generator, device=args.device)
+    write_generations(recs, args.out)
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
