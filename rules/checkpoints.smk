@@ -1,0 +1,21 @@
+"""Source checkpoints: hub snapshots at a pinned revision, GGUF files converted to safetensors.
+
+Local folders are used in place (no copy); trained models come from rules/train.smk.
+"""
+
+
+rule checkpoint_model:
+    output:
+        directory(f"{R}/checkpoints/{{model}}"),
+    params:
+        spec=model_spec_of,
+    log:
+        f"{R}/logs/checkpoints/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/checkpoints/{{model}}.tsv"
+    wildcard_constraints:
+        model=regex_of(downloaded_models()),
+    conda:
+        f"{ENVS}/checkpoints.yaml"
+    script:
+        f"{SMK}/checkpoints.py"

@@ -1,0 +1,37 @@
+"""Prompt sets and answers: one generation job per (prompt set, variant)."""
+
+
+rule prompt_set:
+    input:
+        unpack(prompt_inputs),
+    output:
+        f"{R}/prompts/{{prompt_set}}.jsonl",
+    params:
+        spec=prompt_spec_of,
+    log:
+        f"{R}/logs/prompts/{{prompt_set}}.log",
+    conda:
+        f"{ENVS}/generate.yaml"
+    script:
+        f"{SMK}/prompts.py"
+
+
+rule generate:
+    input:
+        model=variant_model_dir,
+        prompts=f"{R}/prompts/{{prompt_set}}.jsonl",
+    output:
+        f"{R}/generations/{{prompt_set}}/{{group}}/{{variant}}.json",
+    params:
+        decoding=decoding(),
+        generator=generator_of,
+    log:
+        f"{R}/logs/generate/{{prompt_set}}/{{group}}/{{variant}}.log",
+    benchmark:
+        f"{R}/benchmarks/generate/{{prompt_set}}/{{group}}/{{variant}}.tsv"
+    resources:
+        gpu=1,
+    conda:
+        f"{ENVS}/generate.yaml"
+    script:
+        f"{SMK}/generate.py"

@@ -1,0 +1,34 @@
+"""Tables and plots that tell which α helps and why (also in `snakemake --report report.html`)."""
+
+
+rule report:
+    input:
+        generations=all_generations(),
+        scores=all_scores(),
+        manifests=all_manifests(),
+        training=all_training_records(),
+        published="resources/expo_published_results.csv",
+    output:
+        summary_csv=report(REPORT_FILES["summary_csv"], caption="../report/summary.rst",
+                           category="Summary", labels={"table": "variants (CSV)"}),
+        summary_md=REPORT_FILES["summary_md"],
+        reward_plot=report(REPORT_FILES["reward_plot"], caption="../report/reward_vs_alpha.rst",
+                           category="Rewards", labels={"plot": "reward and win rate vs α"}),
+        diagnostics_plot=report(REPORT_FILES["diagnostics_plot"], caption="../report/diagnostics.rst",
+                                category="Diagnostics", labels={"plot": "length, restating, repetition vs α"}),
+        delta_csv=report(REPORT_FILES["delta_csv"], caption="../report/layer_delta.rst",
+                         category="Weights", labels={"table": "per-layer ||Δ||/||θ||"}),
+        delta_plot=report(REPORT_FILES["delta_plot"], caption="../report/layer_delta.rst",
+                          category="Weights", labels={"plot": "per-layer ||Δ||/||θ||"}),
+        training_plot=report(REPORT_FILES["training_plot"], caption="../report/training.rst",
+                             category="Training", labels={"plot": "training curves"}),
+        published_csv=report(REPORT_FILES["published_csv"], caption="../report/published.rst",
+                             category="Published", labels={"table": "published ExPO numbers"}),
+    params:
+        report=report_params(),
+    log:
+        f"{R}/logs/report.log",
+    conda:
+        f"{ENVS}/report.yaml"
+    script:
+        f"{SMK}/report.py"
