@@ -82,7 +82,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 # --- detector thresholds (cited in the report) -------------------------------------------------
-RESTATE_HEAD_TOKENS = 30
+RESTATE_HEAD_TOKENS = 20
 """Only the instruction's first tokens are compared: long prompts (pasted text) are restated by
 their opening, and comparing 2000 tokens would make the rate depend on prompt length."""
 RESTATE_MIN_HEAD = 3
@@ -98,6 +98,8 @@ REPETITIVE_TAIL_RATIO = 0.60
 DF_GAMED_ENV = "EXPO_ALPACA_EVAL_DF_GAMED"
 ALPACA_EVAL_HUB_REPO = "tatsu-lab/alpaca_eval"
 DF_GAMED_FILENAME = "df_gamed.csv"
+ALPACA_EVAL_ID_RE = re.compile(r"^alpaca_eval-(\d+)$")
+"""Ids the prompt stage gives AlpacaEval prompts (``alpaca_eval-0042`` = position 42 of 805)."""
 
 _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_END_RE = re.compile(r"[.!?。！？]+(?:\s|$)|\n+")
@@ -549,7 +551,8 @@ def lc_win_rate(
     """Length-controlled win rate (percent) with alpaca_eval's GLM, or an explicit "unavailable".
 
     Needs: the local ``df_gamed.csv`` (see :func:`find_df_gamed`), scikit-learn + patsy, and each
-    prompt's 0-based position in the 805 AlpacaEval prompts (``instruction_index``). Lengths are
+    prompt's 0-based position in the 805 AlpacaEval prompts (``instruction_index``; derived
+    automatically when the inputs are keyed by the prompt stage's ``alpaca_eval-NNNN`` ids). Lengths are
     alpaca_eval's (characters of ``output``). Caveat for the report: alpaca_eval's default GLM
     regularises towards annotations by its GPT-4-turbo judge; with a reward-model judge the LC
     number is a length-debiased *indication*, not the leaderboard's LC. ``n_boot > 0`` adds a
@@ -561,10 +564,13 @@ def lc_win_rate(
              "baseline_outputs": baseline_outputs}
     if instruction_index is not None:
         named["instruction_index"] = instruction_index
-    _, al = align(named)
+    ids, al = align(named)
     r = _finite_floats(al["rewards"], "rewards")
     b = _finite_floats(al["baseline_rewards"], "baseline_rewards")
     prefs = preferences(r, b, tie_eps)
+    if instruction_index is None and ids and all(ALPACA_EVAL_ID_RE.match(i) for i in ids):
+        al["instruction_index"] = [int(ALPACA_EVAL_ID_RE.match(i).group(1)) for i in ids]
+        instruction_index = al["instruction_index"]
 
     try:
         ae = _import_alpaca_eval_metrics()
