@@ -27,6 +27,7 @@ Conventions shared by every trainer here:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -35,6 +36,7 @@ import math
 import random
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -288,7 +290,9 @@ def _common_args(*, device: str, epochs: float, lr: float, batch_size: int, grad
         use_cpu=not on_gpu,
         bf16=bool(on_gpu and torch.cuda.is_bf16_supported()),
         fp16=False,
-        gradient_checkpointing=False,
+        # TRL turns checkpointing on by default; on tiny CPU models it only costs time. The
+        # transformers-5 name avoids the deprecation warning of `gradient_checkpointing`.
+        activation_checkpointing=False,
         dataset_num_proc=None,
         lr_scheduler_type="linear",
         warmup_steps=0,
@@ -362,6 +366,17 @@ def _final_metrics(history: list[dict], keys: Sequence[str], tail: int = 10) -> 
     return out
 
 
+@contextlib.contextmanager
+def _quiet_library_warnings():
+    """Hide one known per-step deprecation warning TRL 1.16 triggers inside transformers 5.
+
+    It is printed at every DPO step and drowns the training log; it is not actionable here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _timing_callback():
     """TrainerCallback recording wall time per optimizer step (for the overhead numbers)."""
     from transformers import TrainerCallback
@@ -393,20 +408,29 @@ def _timing_summary(timer, t_start: float, t_train_begin: float, t_train_end: fl
     }
 
 
-def _finish(trainer, model, tok, out: PathLike, manifest: dict, *, adapter=None) -> dict:
-    """Write the model, tokenizer, generation config, manifest and history atomically."""
+def _finish(trainer, model, tok, out: PathLike, manifest: dict, *, merge_lora: bool = False,
+            save_dtype=None) -> dict:
+    """Write the model, tokenizer, generation config, manifest and history atomically.
+
+    With ``merge_lora`` the peft adapter is first saved under ``lora_adapter/`` (provenance, and
+    so the merge can be checked) and then merged into full weights, since extrapolation needs
+    full tensors ``θ_aligned`` of the same shapes as ``θ_sft``.
+    """
     history = step_history(trainer.state.log_history)
     summary = [r for r in trainer.state.log_history if "train_runtime" in r]
     manifest["steps"] = int(trainer.state.global_step)
     if summary:
         manifest["train_summary"] = summary[-1]
     with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if merge_lora:
+            model.save_pretrained(tmp / ADAPTER_DIR)
+            model = model.merge_and_unload()
+        if save_dtype is not None and model.dtype != save_dtype:
+            model = model.to(save_dtype)
+        model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if not manifest.get("reward_model"):
             _save_generation_config(model, tok, tmp)
-        if adapter is not None:
-            adapter.save_pretrained(tmp / ADAPTER_DIR)
         write_history_csv(history, tmp / HISTORY_NAME)
         write_json(tmp / MANIFEST_NAME, manifest)
     log.info("saved %s (%d steps)", out, manifest["steps"])
@@ -467,7 +491,8 @@ def train_sft(model_init: dict | PathLike, tokenizer_dir: PathLike, data: PathLi
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
                              callbacks=[timer])
         t0 = time.perf_counter()
-        trainer.train()
+        with _quiet_library_warnings():
+            trainer.train()
         t1 = time.perf_counter()
     history = step_history(trainer.state.log_history)
     manifest = {
@@ -587,7 +612,8 @@ def train_reward(model_init: dict | PathLike, tokenizer_dir: PathLike, data: Dat
         trainer = RewardTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
                                 callbacks=[timer])
         t0 = time.perf_counter()
-        trainer.train()
+        with _quiet_library_warnings():
+            trainer.train()
         t1 = time.perf_counter()
     model = trainer.model
     history = step_history(trainer.state.log_history)
@@ -700,7 +726,9 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
     on_gpu = device.startswith("cuda")
     load_dtype = torch.bfloat16 if (on_gpu and lora is not None) else torch.float32
     model = _init_model(base, tok, seed=seed, dtype=load_dtype)
-    base_dtype = str(getattr(model.config, "dtype", None) or "float32").replace("torch.", "")
+    # Save in the SFT checkpoint's own dtype: extrapolation subtracts the two, tensor by tensor.
+    base_cfg = read_json(base / "config.json")
+    base_dtype = str(base_cfg.get("dtype") or base_cfg.get("torch_dtype") or "float32").replace("torch.", "")
     peft_config = None
     lora_args = None
     if lora is not None:
@@ -712,7 +740,7 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
     common = _common_args(device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                           seed=seed, scratch=Path("."))  # output_dir replaced below
     gamma = None
-    with tempfile.TemporaryDirectory(prefix=f"{method}-scratch-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"{method}-scratch-") as scratch, _quiet_library_warnings():
         common["output_dir"] = scratch
         timer = _timing_callback()
         if method == "dpo":
@@ -732,17 +760,12 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
             trainer = CPOTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
                                  peft_config=peft_config, callbacks=[timer])
         t0 = time.perf_counter()
-        trainer.train()
+        with _quiet_library_warnings():
+            trainer.train()
         t1 = time.perf_counter()
 
     history = step_history(trainer.state.log_history)
     model = trainer.model
-    adapter = None
-    if lora is not None:
-        adapter = model
-        model = model.merge_and_unload()
-    if model.dtype != getattr(torch, base_dtype, torch.float32):
-        model = model.to(getattr(torch, base_dtype, torch.float32))
     manifest = {
         "stage": "preference",
         "method": method,
@@ -767,7 +790,8 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
         "timing": _timing_summary(timer, t_start, t0, t1),
         "library_versions": _library_versions(),
     }
-    return _finish(trainer, model, tok, out, manifest, adapter=adapter)
+    return _finish(trainer, model, tok, out, manifest, merge_lora=lora is not None,
+                   save_dtype=getattr(torch, base_dtype, torch.float32))
 
 
 # --------------------------------------------------------------------------------------------
