@@ -258,3 +258,38 @@ def test_lora_merged_weights_equal_base_plus_delta(sft_model, toy_dir):
         else:
             torch.testing.assert_close(merged[name], w, rtol=0, atol=0)
     assert n_adapted == 2 * TINY["num_hidden_layers"]
+
+
+# ---------------------------------------------------------------- curves
+
+def test_plot_curves_and_table(tmp_path):
+    from workflow_scripts.training_curves import curves_table, plot_curves, summarize_curves
+
+    good = tmp_path / "good" / T.HISTORY_NAME
+    bad = tmp_path / "bad" / T.HISTORY_NAME
+    for p in (good, bad):
+        p.parent.mkdir()
+    steps = range(1, 41)
+    T.write_history_csv([{"step": s, "epoch": s / 40, "loss": 0.7 - 0.01 * s, "rewards/margins": 0.02 * s,
+                          "rewards/accuracies": min(1.0, 0.5 + 0.02 * s), "learning_rate": 1e-3}
+                         for s in steps], good)
+    T.write_history_csv([{"step": s, "loss": 0.7 - 0.02 * s if s < 15 else 0.4 + 0.1 * (s - 15),
+                          "rewards/margins": 0.1, "learning_rate": 1e-3} for s in steps], bad)
+    png = plot_curves(good, tmp_path / "good.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_curves(bad, tmp_path / "bad.png")
+    assert summarize_curves(good)["diverging"] is False
+    assert summarize_curves(bad)["diverging"] is True
+    table = curves_table({"good": good, "bad": bad})
+    assert list(table["run"]) == ["good", "bad"] and list(table["diverging"]) == [False, True]
+    assert table.loc[0, "loss_end"] < table.loc[0, "loss_start"]
+    assert table.loc[0, "margin_end"] > 0.7
+
+
+def test_plot_curves_on_real_run(sft_model, tmp_path):
+    from workflow_scripts.training_curves import plot_curves, summarize_curves
+
+    plot_curves(sft_model / T.HISTORY_NAME, tmp_path / "sft.png")
+    assert (tmp_path / "sft.png").stat().st_size > 1000
+    s = summarize_curves(sft_model / T.HISTORY_NAME)
+    assert s["steps"] == 64 and not s["diverging"] and "mean_token_accuracy" in s
