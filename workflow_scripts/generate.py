@@ -245,6 +245,11 @@ def generate(model_dir: str | Path, prompts: list[dict], decoding: dict, *, back
     with :func:`resolve_decoding`. ``generator`` names the model in alpaca_eval's sense
     (default: the folder name). Returns alpaca_eval ``model_outputs`` records plus ``id``,
     ``n_tokens``, ``finish_reason`` and the prompts' extra keys.
+
+    Sampling is reproducible for the same prompts, seed and ``batch_size``: the HF backend seeds
+    one RNG stream per call (batch composition changes which random numbers a prompt gets), vLLM
+    seeds every request with ``seed`` as the official code does. Greedy decoding does not depend
+    on batching (tested).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
