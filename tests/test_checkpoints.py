@@ -158,6 +158,12 @@ def test_hub_pinned_revision_passed_through_and_only_safe_files(hub, tmp_path):
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
 
 
+def test_annotation_keys_ignored(hub, tmp_path):
+    ck.materialize(hub_spec(label="Zephyr SFT"), tmp_path / "o")
+    ck.materialize(hub_spec(label="renamed", description="x"), tmp_path / "o")
+    assert len(hub.download_calls) == 1
+
+
 def test_branch_revision_resolves_to_commit_before_download(hub, tmp_path):
     rec = ck.materialize(hub_spec(revision="v1.0"), tmp_path / "o")
     assert hub.info_calls[0]["revision"] == "v1.0"
@@ -213,8 +219,10 @@ def test_offline_message(hub, tmp_path, monkeypatch):
     with pytest.raises(ValueError) as err:
         ck.materialize(hub_spec(), tmp_path / "o")
     msg = str(err.value)
+    assert "HF_HUB_OFFLINE is set, and it is not in the local Hugging Face cache" in msg
     assert f"cannot reach the Hugging Face Hub for org/tiny@{SHA}" in msg
-    assert "huggingface-cli download" in msg and "source: local" in msg
+    assert f"hf download org/tiny --revision {SHA} --include" in msg and "source: local" in msg
+    assert '--include "*.safetensors"' in msg and ".bin" not in msg
     assert not (tmp_path / "o").exists()
 
 
@@ -232,6 +240,9 @@ def test_offline_uses_cached_snapshot(hub, repo_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rec = ck.materialize(hub_spec(), tmp_path / "o")
     assert rec["from_cache"] and rec["commit"] == SHA
+    (call,) = hub.download_calls
+    assert call["local_files_only"] and call["allow_patterns"] == ck.allow_patterns()
+    assert call["ignore_patterns"] == ["*/*"]
     assert (tmp_path / "o" / "model.safetensors").is_symlink()
     assert not (tmp_path / "o" / "pytorch_model.bin").exists()
 

@@ -23,7 +23,7 @@ Why the choices:
   snapshots. Files land in a stable ``.partial-<name>`` sibling so an interrupted multi-GB download
   resumes (huggingface_hub keeps its ``.incomplete`` files there) instead of restarting.
 * **Offline** (``HF_HUB_OFFLINE=1`` or no connection) we fall back to the Hugging Face cache, so a
-  ``huggingface-cli download org/name --revision <rev>`` done beforehand on a login node works on
+  ``hf download org/name --revision <rev>`` (:func:`predownload_command`) done beforehand on a login node works on
   an air-gapped compute node.
 * **Local** folders are *linked*, file by file, not copied: a 7B bf16 model is ~14 GB and copying
   it per run doubles disk use for nothing. ``out`` is still a real folder (so ``source.json`` can be
@@ -80,6 +80,8 @@ _SPEC_KEYS: dict[str, dict[str, Any]] = {
     "local": {"path": None, "allow_pickle": False, "link": "symlink"},
     "gguf": {"path": "", "package": "", "file": "", "dtype": "float32"},
 }
+ANNOTATION_KEYS = frozenset({"label", "description", "notes"})
+"""Free-text keys a config may carry; ignored here, and not part of the completeness check."""
 _LINK_MODES = ("symlink", "copy")
 _GGUF_DTYPES = ("float32", "bfloat16", "float16")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -97,7 +99,8 @@ def normalize_spec(spec: dict) -> dict:
     """Validate a source spec and fill its defaults.
 
     Unknown keys are an error rather than ignored: a typo such as ``revison`` would otherwise
-    silently download ``main``. A ``token`` key is refused because config files get committed;
+    silently download ``main``. Free-text :data:`ANNOTATION_KEYS` are allowed and dropped, so
+    editing a label does not trigger a new download. A ``token`` key is refused because config files get committed;
     tokens belong in the environment.
     """
     if not isinstance(spec, dict):
@@ -110,7 +113,7 @@ def normalize_spec(spec: dict) -> dict:
             f"model source for {spec.get('repo', spec.get('path'))!r}: do not put a token in the config; "
             "export HF_TOKEN (or the variable named by token_env) instead")
     allowed = _SPEC_KEYS[kind]
-    unknown = sorted(set(spec) - set(allowed) - {"source"})
+    unknown = sorted(set(spec) - set(allowed) - {"source"} - ANNOTATION_KEYS)
     if unknown:
         raise CheckpointError(f"model source {spec!r}: unknown key(s) {unknown} for source '{kind}' "
                               f"(allowed: {sorted(allowed)})")
@@ -276,10 +279,17 @@ def _scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
+def predownload_command(repo: str, revision: str) -> str:
+    """The ``hf download`` line that fills the HF cache with exactly what this stage would fetch."""
+    include = " ".join(f'--include "{p}"' for p in allow_patterns())
+    return f'hf download {repo} --revision {revision} {include} --exclude "*/*"'
+
+
 def _offline_message(repo: str, revision: str, reason: str) -> str:
     return (f"cannot reach the Hugging Face Hub for {repo}@{revision}: {reason}. "
-            f"Pre-download it where there is network with `huggingface-cli download {repo} --revision {revision}` "
-            "(same HF_HOME as this run), or use source: local with a downloaded folder.")
+            f"Pre-download it where there is network, with the same HF_HOME as this run: "
+            f"`{predownload_command(repo, revision)}` (`huggingface-cli download` with huggingface_hub < 1.0); "
+            "or use source: local with a downloaded folder.")
 
 
 def _translate_hub_error(exc: BaseException, repo: str, revision: str, token: str | None) -> CheckpointError | None:
@@ -322,15 +332,24 @@ def resolve_revision(repo: str, revision: str, *, token: str | None = None) -> t
     return info.sha, files
 
 
-def _cached_snapshot(repo: str, revision: str, token: str | None) -> Path | None:
-    """The HF-cache snapshot folder of ``repo@revision`` if it was downloaded before, else None."""
+def _cached_snapshot(repo: str, revision: str, token: str | None, allow_pickle: bool) -> tuple[Path | None, str]:
+    """The HF-cache snapshot of ``repo@revision`` if downloaded before, else ``(None, why not)``.
+
+    The same allow/ignore patterns are passed so that huggingface_hub checks the snapshot against
+    its cached file listing for exactly the files we need (an interrupted ``hf download`` is
+    reported as incomplete, not used).
+    """
     import huggingface_hub
 
     try:
-        return Path(huggingface_hub.snapshot_download(repo, revision=revision, local_files_only=True, token=token))
-    except Exception as exc:  # any failure here just means "not cached"
-        log.debug("no cached snapshot of %s@%s: %s", repo, revision, type(exc).__name__)
-        return None
+        return Path(huggingface_hub.snapshot_download(
+            repo, revision=revision, local_files_only=True, token=token,
+            allow_patterns=allow_patterns(allow_pickle), ignore_patterns=list(SUBFOLDER_PATTERNS))), ""
+    except Exception as exc:  # any failure here just means "not usable from the cache"
+        first = _scrub(str(exc), token).splitlines()[0] if str(exc) else ""
+        if type(exc).__name__ == "IncompleteSnapshotError":
+            return None, f"the cached snapshot is incomplete ({first})"
+        return None, "it is not in the local Hugging Face cache"
 
 
 def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
@@ -367,9 +386,9 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
     staging = out.parent / f".partial-{out.name}"
     from_cache = False
     if offline_reason is not None:
-        cached = _cached_snapshot(repo, revision, token)
+        cached, why = _cached_snapshot(repo, revision, token, allow_pickle)
         if cached is None:
-            raise CheckpointError(_offline_message(repo, revision, offline_reason))
+            raise CheckpointError(_offline_message(repo, revision, f"{offline_reason}, and {why}"))
         log.info("offline (%s): using the cached snapshot %s", offline_reason, cached)
         src, from_cache = cached, True
         commit = cached.name if _COMMIT_RE.match(cached.name) else None
