@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from workflow_scripts.common import atomic_dir, format_alpha, set_threads, setup_logging, write_json
+from workflow_scripts.common import atomic_dir, format_alpha, setup_logging, write_json
 from workflow_scripts.schemes import VOCAB_KINDS, Scheme, tensor_kind
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,9 @@ PICKLE_INDEX = "pytorch_model.bin.index.json"
 PICKLE_SINGLE = "pytorch_model.bin"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
 WEIGHT_INDEXES = (".safetensors.index.json", ".bin.index.json")
-CHUNK_ELEMS = 1 << 20
+CHUNK_ELEMS = 1 << 18
 """Elements per streamed chunk: big enough that per-chunk Python overhead is negligible, small
 enough that the fp32 scratch stays in cache and memory stays flat."""
-POOL_SLOTS = 4
-"""Buffers in flight (one being read, one computed, one written, one spare)."""
 SMALL_FILE_HASH_LIMIT = 64 * 2**20
 """Non-weight files below this size are always hashed in the manifest (cheap, and they change)."""
 
@@ -146,10 +144,10 @@ class Checkpoint:
             import torch
 
             src = self._pickled[name].reshape(-1)[e0:e1].contiguous()
-            dest[:nbytes].copy_(src.view(torch.uint8))
+            torch.from_numpy(dest[:nbytes]).copy_(src.view(torch.uint8))
             return
         fd = self._fds[info.file]
-        view = memoryview(dest[:nbytes].numpy())
+        view = memoryview(dest[:nbytes])
         pos, off = 0, info.offset + e0 * info.itemsize
         while pos < nbytes:
             got = os.preadv(fd, [view[pos:]], off + pos)
@@ -509,21 +507,138 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
         pos += os.pwrite(fd, view[pos:], offset + pos)
 
 
-def _nonfinite_error(ch: _Chunk, a, s) -> ValueError:
-    import torch
+_FLOAT_MAX = {"F64": 1.7976931348623157e308, "F32": 3.4028234663852886e38, "F16": 65504.0,
+              "BF16": 3.3895313892515355e38, "F8_E4M3": 448.0, "F8_E5M2": 57344.0}
 
-    t = ch.t
-    if not bool(torch.isfinite(a).all()):
-        return ValueError(f"tensor {t.name!r} contains NaN/Inf in the aligned checkpoint ({t.a.file})")
-    if s is not None and not bool(torch.isfinite(s).all()):
-        return ValueError(f"tensor {t.name!r} contains NaN/Inf in the sft checkpoint ({t.s.file})")
-    return ValueError(f"tensor {t.name!r}: θ_aligned − θ_sft overflows float32")
+
+def _to_wide(raw, code: str, n: int, dest_f, dest_u) -> None:
+    """Decode ``n`` elements of ``code`` from the byte buffer ``raw`` into the float32/64 ``dest_f``.
+
+    bf16 → fp32 is exact and is just the 16 bits moved to the top of a 32-bit word, which numpy
+    does with an integer widen + shift (numpy has no bf16 type); fp8 goes through torch.
+    """
+    import numpy as np
+
+    if code == "BF16":
+        np.copyto(dest_u, raw[: 2 * n].view(np.uint16))
+        np.left_shift(dest_u, 16, out=dest_u)
+    elif code in ("F16", "F32", "F64"):
+        np.copyto(dest_f, raw[: n * _ITEMSIZE[code]].view({"F16": np.float16, "F32": np.float32,
+                                                               "F64": np.float64}[code]))
+    else:  # fp8
+        import torch
+
+        np.copyto(dest_f, torch.from_numpy(raw[:n]).view(torch_dtype(code)).float().numpy())
+
+
+def _from_wide(src_f, src_u, tmp_u, code: str, n: int, out_raw) -> None:
+    """Round the float32/64 ``src_f`` to ``code`` (nearest-even, like torch) into ``out_raw``.
+
+    bf16: add 0x7FFF plus the lowest kept bit, keep the top 16 bits — IEEE round-to-nearest-even,
+    bit-identical to ``tensor.to(torch.bfloat16)`` for finite values and ±inf. Clobbers ``src``.
+    """
+    import numpy as np
+
+    if code == "BF16":
+        np.right_shift(src_u, 16, out=tmp_u)
+        np.bitwise_and(tmp_u, 1, out=tmp_u)
+        np.add(tmp_u, 0x7FFF, out=tmp_u)
+        np.add(src_u, tmp_u, out=src_u)
+        np.right_shift(src_u, 16, out=src_u)
+        np.copyto(out_raw[: 2 * n].view(np.uint16), src_u, casting="unsafe")
+    elif code in ("F16", "F32", "F64"):
+        np.copyto(out_raw[: n * _ITEMSIZE[code]].view({"F16": np.float16, "F32": np.float32,
+                                                          "F64": np.float64}[code]), src_f, casting="unsafe")
+    else:
+        import torch
+
+        q = torch.from_numpy(np.ascontiguousarray(src_f, dtype=np.float32)).to(torch_dtype(code))
+        np.copyto(out_raw[:n], q.view(torch.uint8).numpy())
+
+
+def _nonfinite_error(ch: _Chunk, slot) -> ValueError:
+    import numpy as np
+
+    t, n = ch.t, ch.e1 - ch.e0
+    for role, info, raw in (("aligned", t.a, slot[0]), ("sft", t.s, slot[1])):
+        if info is None or (role == "sft" and ch.e0 >= t.shared_elems):
+            continue
+        u = np.empty(n, np.uint64 if info.dtype == "F64" else np.uint32)
+        f = u.view(np.float64 if info.dtype == "F64" else np.float32)
+        _to_wide(raw, info.dtype, n, f, u)
+        if not np.isfinite(f).all():
+            return ValueError(f"tensor {t.name!r} contains NaN/Inf in the {role} checkpoint ({info.file})")
+    return ValueError(f"tensor {t.name!r}: values too large for float32 arithmetic")
+
+
+class _Scratch:
+    """Per-worker fp32 work buffers (uint32 views for the bf16 bit tricks)."""
+
+    def __init__(self, n: int) -> None:
+        import numpy as np
+
+        self.u = [np.empty(n, np.uint32) for _ in range(3)]
+        self.f = [u.view(np.float32) for u in self.u]
+
+
+def _compute(ch: _Chunk, slot, sc: _Scratch) -> tuple[int, float, float]:
+    """Compute one chunk: (which slot buffer holds the output bytes, ‖Δ‖², ‖θ_aligned‖²).
+
+    Buffer 0 means the aligned bytes are written unchanged (α = 0, added rows, non-float), so
+    α = 0 reproduces the aligned model bit for bit (even −0.0); 2 means the computed result.
+    """
+    import numpy as np
+
+    t, n = ch.t, ch.e1 - ch.e0
+    if ch.mode == "copy":
+        return 0, 0.0, 0.0
+    a_raw, s_raw, o_raw = slot
+    if "F64" in (t.a.dtype, t.s.dtype):  # rare: keep fp64 precision, allocate per chunk
+        a_f, d_f, a_u, d_u, tmp_u = np.empty(n, np.float64), np.empty(n, np.float64), None, None, None
+    else:
+        a_u, d_u, tmp_u = (u[:n] for u in sc.u)
+        a_f, d_f = sc.f[0][:n], sc.f[1][:n]
+    _to_wide(a_raw, t.a.dtype, n, a_f, a_u)
+    aa = float(np.dot(a_f, a_f))
+    if ch.e0 >= t.shared_elems:  # added vocabulary rows: aligned kept, Δ = 0
+        if not math.isfinite(aa):
+            raise _nonfinite_error(ch, slot)
+        return 0, 0.0, aa
+    _to_wide(s_raw, t.s.dtype, n, d_f, d_u)
+    np.subtract(a_f, d_f, out=d_f)  # Δ = θ_aligned − θ_sft
+    dd = float(np.dot(d_f, d_f))
+    if not (math.isfinite(aa) and math.isfinite(dd)):
+        raise _nonfinite_error(ch, slot)
+    if ch.mode == "copy_stats":  # α = 0: the aligned bytes, bit for bit
+        return 0, dd, aa
+    np.multiply(d_f, t.alpha, out=d_f)
+    np.add(a_f, d_f, out=a_f)  # θ = θ_aligned + α·Δ in fp32, then one rounding below
+    # max|θ| <= ‖θ_aligned‖ + |α|·‖Δ‖: only when that bound nears the dtype's range can the result
+    # be non-finite, so the full check is skipped in the normal case.
+    risky = math.sqrt(aa) + abs(t.alpha) * math.sqrt(dd) >= 0.5 * _FLOAT_MAX[t.a.dtype]
+    if risky and not (np.isfinite(a_f).all() and np.abs(a_f).max() <= _FLOAT_MAX[t.a.dtype]):
+        raise ValueError(f"tensor {t.name!r}: extrapolated values overflow {t.a.dtype} with α={t.alpha}")
+    _from_wide(a_f, a_u, tmp_u, t.a.dtype, n, o_raw)
+    return 2, dd, aa
+
+
+def default_workers() -> int:
+    """Compute threads: one per available core, leaving one for the reader/writer syscalls."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n - 1))
 
 
 def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Path,
-                  chunk_elems: int = CHUNK_ELEMS) -> dict[str, _Stats]:
-    """Read → compute → write all chunks; return per-tensor norm statistics."""
-    import torch
+                  chunk_elems: int = CHUNK_ELEMS, workers: int = 1) -> dict[str, _Stats]:
+    """Read → compute (``workers`` threads) → write all chunks; return per-tensor statistics.
+
+    Buffers come from a fixed pool of ``workers + 3`` slots, so memory is constant; chunks may
+    finish out of order because every chunk is written at its own final offset.
+    """
+    import numpy as np
     from tqdm import tqdm
 
     def isz(ts):
@@ -531,135 +646,101 @@ def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Pa
 
     n_a = isz([t.a for t in plan_.tensors])
     n_s = isz([t.s for t in plan_.tensors if t.s is not None])
-    slots = [(torch.empty(chunk_elems * n_a, dtype=torch.uint8), torch.empty(chunk_elems * n_s, dtype=torch.uint8),
-              torch.empty(chunk_elems * n_a, dtype=torch.uint8)) for _ in range(POOL_SLOTS)]
+    n_slots = workers + 3
+    slots = [(np.empty(chunk_elems * n_a, np.uint8), np.empty(chunk_elems * n_s, np.uint8),
+              np.empty(chunk_elems * n_a, np.uint8)) for _ in range(n_slots)]
     free_q: queue.Queue = queue.Queue()
-    for i in range(POOL_SLOTS):
+    for i in range(n_slots):
         free_q.put(i)
-    ready_q: queue.Queue = queue.Queue(maxsize=POOL_SLOTS)
-    write_q: queue.Queue = queue.Queue(maxsize=POOL_SLOTS)
+    ready_q: queue.Queue = queue.Queue(maxsize=n_slots)
+    write_q: queue.Queue = queue.Queue(maxsize=n_slots)
     stop = threading.Event()
     errors: list[BaseException] = []
     END = None
-
-    out_fds = []
-    for name, head in zip(plan_.shard_names, plan_.shard_headers):
-        fd = os.open(out_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        out_fds.append(fd)
-        _pwrite_all(fd, memoryview(head), 0)
-
-    def reader() -> None:
-        try:
-            for ch in _chunks(plan_, chunk_elems):
-                i = _get(free_q, stop)
-                a_raw, s_raw, _ = slots[i]
-                aligned.read_into(ch.t.name, ch.e0, ch.e1, a_raw)
-                if ch.mode == "math" or (ch.mode == "copy_stats" and ch.e1 <= ch.t.shared_elems):
-                    sft.read_into(ch.t.s.name, ch.e0, ch.e1, s_raw)
-                _put(ready_q, (ch, i), stop)
-            _put(ready_q, END, stop)
-        except _Stop:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
-            errors.append(exc)
-            stop.set()
-
-    def writer() -> None:
-        try:
-            total = sum(plan_.shard_sizes)
-            with tqdm(total=total, unit="B", unit_scale=True, desc="extrapolate", mininterval=2.0,
-                      disable=None) as bar:
-                while True:
-                    item = _get(write_q, stop)
-                    if item is END:
-                        return
-                    ch, i, which = item
-                    nbytes = (ch.e1 - ch.e0) * ch.t.a.itemsize
-                    buf = slots[i][which][:nbytes]
-                    _pwrite_all(out_fds[ch.t.shard], memoryview(buf.numpy()),
-                                ch.t.out_offset + ch.e0 * ch.t.a.itemsize)
-                    free_q.put(i)
-                    bar.update(nbytes)
-        except _Stop:
-            pass
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-            stop.set()
-
     stats: dict[str, _Stats] = {t.name: _Stats() for t in plan_.tensors}
-    scratch32 = (torch.empty(chunk_elems, dtype=torch.float32), torch.empty(chunk_elems, dtype=torch.float32))
-    threads = [threading.Thread(target=reader, name="expo-reader", daemon=True),
-               threading.Thread(target=writer, name="expo-writer", daemon=True)]
-    for th in threads:
-        th.start()
-    try:
+
+    def guard(fn):
+        def run() -> None:
+            try:
+                fn()
+            except _Stop:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the calling thread
+                errors.append(exc)
+                stop.set()
+        return run
+
+    @guard
+    def reader() -> None:
+        for ch in _chunks(plan_, chunk_elems):
+            i = _get(free_q, stop)
+            a_raw, s_raw, _ = slots[i]
+            aligned.read_into(ch.t.name, ch.e0, ch.e1, a_raw)
+            if ch.mode == "math" or (ch.mode == "copy_stats" and ch.e1 <= ch.t.shared_elems):
+                sft.read_into(ch.t.s.name, ch.e0, ch.e1, s_raw)
+            _put(ready_q, (ch, i), stop)
+        for _ in range(workers):
+            _put(ready_q, END, stop)
+
+    @guard
+    def worker() -> None:
+        sc = _Scratch(chunk_elems)
         while True:
             item = _get(ready_q, stop)
             if item is END:
                 _put(write_q, END, stop)
-                break
+                return
             ch, i = item
-            which = _compute(ch, slots[i], scratch32, stats[ch.t.name])
-            _put(write_q, (ch, i, which), stop)
+            which, dd, aa = _compute(ch, slots[i], sc)
+            _put(write_q, (ch, i, which, dd, aa), stop)
+
+    @guard
+    def writer() -> None:
+        ended = 0
+        with tqdm(total=sum(plan_.shard_sizes), unit="B", unit_scale=True, desc="extrapolate",
+                  mininterval=2.0, disable=None) as bar:
+            while ended < workers:
+                item = _get(write_q, stop)
+                if item is END:
+                    ended += 1
+                    continue
+                ch, i, which, dd, aa = item
+                nbytes = (ch.e1 - ch.e0) * ch.t.a.itemsize
+                _pwrite_all(out_fds[ch.t.shard], memoryview(slots[i][which][:nbytes]),
+                            ch.t.out_offset + ch.e0 * ch.t.a.itemsize)
+                free_q.put(i)
+                st = stats[ch.t.name]
+                st.dd += dd
+                st.aa += aa
+                st.n += ch.e1 - ch.e0
+                bar.update(nbytes)
+
+    out_fds: list[int] = []
+    try:
+        for name, head in zip(plan_.shard_names, plan_.shard_headers):
+            fd = os.open(out_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            out_fds.append(fd)
+            _pwrite_all(fd, memoryview(head), 0)
+        threads = [threading.Thread(target=reader, name="expo-reader", daemon=True),
+                   threading.Thread(target=writer, name="expo-writer", daemon=True)]
+        threads += [threading.Thread(target=worker, name=f"expo-worker-{k}", daemon=True) for k in range(workers)]
         for th in threads:
-            th.join()
-    except _Stop:
-        pass
-    except BaseException as exc:
-        errors.append(exc)
-        stop.set()
-    finally:
-        if errors:
+            th.start()
+        try:
+            for th in threads:
+                while th.is_alive():
+                    th.join(timeout=0.5)
+        except BaseException:  # KeyboardInterrupt: stop the pipeline before cleaning up
             stop.set()
-        for th in threads:
-            th.join()
+            for th in threads:
+                th.join()
+            raise
+    finally:
         for fd in out_fds:
             os.close(fd)
     if errors:
         raise errors[0]
     return stats
-
-
-def _compute(ch: _Chunk, slot, scratch32, st: _Stats) -> int:
-    """Compute one chunk; return which slot buffer holds the output bytes (0 = aligned as-is, 2 = result)."""
-    import torch
-
-    t, n = ch.t, ch.e1 - ch.e0
-    st.n += n
-    if ch.mode == "copy":
-        return 0
-    a_raw, s_raw, o_raw = slot
-    a = a_raw[: n * t.a.itemsize].view(torch_dtype(t.a.dtype))
-    wide = torch.float64 if "F64" in (t.a.dtype, t.s.dtype) else torch.float32
-    if wide == torch.float32:
-        a32, d32 = scratch32[0][:n], scratch32[1][:n]
-        a32.copy_(a)
-    else:
-        a32, d32 = a.to(wide), torch.empty(n, dtype=wide)
-    aa = float(torch.dot(a32, a32))
-    if ch.e0 >= t.shared_elems:  # added vocabulary rows: aligned kept, Δ = 0
-        if not math.isfinite(aa):
-            raise _nonfinite_error(ch, a, None)
-        st.aa += aa
-        return 0
-    s = s_raw[: n * t.s.itemsize].view(torch_dtype(t.s.dtype))
-    d32.copy_(s)
-    torch.sub(a32, d32, out=d32)
-    dd = float(torch.dot(d32, d32))
-    if not (math.isfinite(aa) and math.isfinite(dd)):
-        raise _nonfinite_error(ch, a, s)
-    st.aa += aa
-    st.dd += dd
-    if ch.mode == "copy_stats":  # α = 0: the aligned bytes, bit for bit
-        return 0
-    out = o_raw[: n * t.a.itemsize].view(torch_dtype(t.a.dtype))
-    torch.add(a32, d32, alpha=t.alpha, out=out)  # fp32 math, one rounding to the output dtype
-    # max|θ| <= ||a|| + |α|·||Δ||: only when that bound nears the dtype's range can the result be
-    # non-finite, so the full check is skipped in the normal case.
-    if math.sqrt(aa) + abs(t.alpha) * math.sqrt(dd) >= 0.5 * torch.finfo(out.dtype).max:
-        if not bool(torch.isfinite(out).all()):
-            raise ValueError(f"tensor {t.name!r}: extrapolated values overflow {t.a.dtype} with α={t.alpha}")
-    return 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,8 +803,10 @@ def extrapolate(sft: Path, aligned: Path, out: Path, scheme: Scheme | float, *, 
     """Write θ_aligned + α·(θ_aligned − θ_sft) to ``out`` (atomically) and return the manifest.
 
     ``scheme`` is a number (uniform α), a :class:`Scheme` or a scheme config mapping. All checks
-    that need only headers run before ``out`` is touched. ``hash_inputs`` adds sha256 of the
-    input weight files to the manifest (reads them once more; off by default).
+    that need only headers run before ``out`` is touched. ``threads`` is the number of compute
+    threads (default: available cores − 1, at most 8; reading and writing run in two more).
+    ``hash_inputs`` adds sha256 of the input weight files to the manifest (reads them once
+    more; off by default). torch is not imported except for pickle or fp8 checkpoints.
     """
     t0 = time.perf_counter()
     sft, aligned, out = Path(sft), Path(aligned), Path(out)
@@ -735,7 +818,7 @@ def extrapolate(sft: Path, aligned: Path, out: Path, scheme: Scheme | float, *, 
     for role, p in (("sft", sft), ("aligned", aligned)):
         if p.exists() and out.resolve() in (p.resolve(), *p.resolve().parents):
             raise ValueError(f"output folder {out} would overwrite the {role} checkpoint {p}")
-    set_threads(threads)
+    workers = default_workers() if not threads else max(1, int(threads))
     sck = load_checkpoint(sft, allow_pickle=allow_pickle, role="sft")
     ack = load_checkpoint(aligned, allow_pickle=allow_pickle, role="aligned")
     p = plan(sck, ack, scheme, max_shard_bytes)
@@ -754,7 +837,7 @@ def extrapolate(sft: Path, aligned: Path, out: Path, scheme: Scheme | float, *, 
         sck.open()
         ack.open()
         try:
-            stats = _run_pipeline(p, sck, ack, tmp, chunk_elems)
+            stats = _run_pipeline(p, sck, ack, tmp, chunk_elems, workers)
         finally:
             sck.close()
             ack.close()
@@ -866,7 +949,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, type=Path, help="output checkpoint folder (written atomically)")
     ap.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin (runs pickle!)")
     ap.add_argument("--max-shard-size", type=_parse_size, default=5 * 2**30, help="e.g. 5GiB (default)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=None, help="compute threads (default: cores - 1, max 8)")
     ap.add_argument("--hash-inputs", action="store_true", help="sha256 of input weight files in the manifest")
     ap.add_argument("--log", default=None, help="also log to this file")
     args = ap.parse_args(argv)
