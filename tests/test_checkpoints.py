@@ -36,6 +36,7 @@ class FakeHub:
         self.info_calls: list[dict] = []
         self.download_calls: list[dict] = []
         self.fail_after: int | None = None   # raise after copying this many files (interrupted download)
+        self.fail_with: type[BaseException] = ConnectionError
         self.info_error: BaseException | None = None
         self.cache_dir: Path | None = None   # what local_files_only=True returns
 
@@ -66,7 +67,7 @@ class FakeHub:
         call["fetched"] = chosen
         for i, name in enumerate(chosen):
             if self.fail_after is not None and i >= self.fail_after:
-                raise ConnectionError("connection reset by peer (simulated)")
+                raise self.fail_with("connection reset by peer (simulated)")
             dst = Path(local_dir) / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(self.repo_dir / name, dst)
@@ -184,6 +185,12 @@ def test_pickle_only_repo_refused_unless_opted_in(hub, repo_dir, tmp_path, caplo
     assert "allow_pickle is on" in caplog.text
 
 
+def test_allow_pickle_still_prefers_safetensors(hub, tmp_path):
+    rec = ck.materialize(hub_spec(allow_pickle=True), tmp_path / "o")
+    assert "*.bin" not in hub.download_calls[0]["allow_patterns"]
+    assert rec["weights_format"] == "safetensors" and not (tmp_path / "o" / "pytorch_model.bin").exists()
+
+
 def test_token_used_but_never_logged(hub, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HF_TOKEN", SECRET)
     log_file = tmp_path / "logs" / "ckpt.log"
@@ -256,18 +263,21 @@ def test_gated_repo_message(hub, tmp_path):
         ck.materialize(hub_spec(), tmp_path / "o")
 
 
-def test_interrupted_download_is_not_complete_and_resumes(hub, tmp_path):
+@pytest.mark.parametrize("exc", [ConnectionError, KeyboardInterrupt])
+def test_interrupted_download_is_not_complete_and_resumes(hub, tmp_path, exc):
     out = tmp_path / "o"
-    hub.fail_after = 2
-    with pytest.raises(ValueError, match="cannot reach"):
+    hub.fail_after, hub.fail_with = 2, exc
+    with pytest.raises(ValueError if exc is ConnectionError else KeyboardInterrupt):
         ck.materialize(hub_spec(), out)
     assert not out.exists()  # nothing that looks finished
     assert not ck.is_complete(out, hub_spec())
+    assert not list(tmp_path.glob(".tmp-*"))
     partial = tmp_path / ".partial-o"
     assert len([p for p in partial.iterdir() if p.is_file()]) == 2  # kept for resuming
     hub.fail_after = None
-    ck.materialize(hub_spec(), out)
+    rec = ck.materialize(hub_spec(), out)
     assert ck.is_complete(out, hub_spec()) and not partial.exists()
+    assert {f["name"] for f in rec["files"]} == set(hub.download_calls[-1]["fetched"])
 
 
 def test_rerun_after_complete_does_not_download(hub, tmp_path):
@@ -312,6 +322,13 @@ def test_local_folder_is_linked_and_recorded(tiny_llama_factory, tmp_path):
     # editing the source invalidates the record
     (src / "config.json").write_text((src / "config.json").read_text() + "\n")
     assert not ck.is_complete(out, {"source": "local", "path": str(src)})
+
+
+def test_local_with_both_formats_links_only_safetensors(tiny_llama_factory, tmp_path):
+    src = tiny_llama_factory("src")
+    (src / "pytorch_model.bin").write_bytes(b"x")
+    ck.materialize({"source": "local", "path": str(src), "allow_pickle": True}, tmp_path / "o")
+    assert not (tmp_path / "o" / "pytorch_model.bin").exists()
 
 
 def test_local_copy_mode(tiny_llama_factory, tmp_path):

@@ -181,6 +181,11 @@ def weights_format(filenames: Iterable[str], *, allow_pickle: bool, where: str) 
                           f"files: {sorted(names)[:12]}")
 
 
+def _drop_unused_pickles(names: list[str], fmt: str) -> list[str]:
+    """With safetensors present, pickle weights are never linked or moved into the checkpoint."""
+    return [n for n in names if fmt == "pickle" or not _matches(n, PICKLE_WEIGHT_PATTERNS)]
+
+
 def describe_folder(folder: Path) -> list[dict]:
     """Name and size of every top-level file (``source.json`` excluded), sorted."""
     rows = []
@@ -361,8 +366,6 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
         log.warning("%s: revision %r is not a commit sha; pin a sha for reproducible runs "
                     "(the resolved commit is recorded in %s)", repo, revision, SOURCE_FILE)
     log.info("hub source %s@%s (token: %s, allow_pickle: %s)", repo, revision, token_desc, allow_pickle)
-    if allow_pickle:
-        log.warning("%s: allow_pickle is on; *.bin pickle weights will be downloaded and may run code when loaded", repo)
 
     commit: str | None = None
     listing: dict[str, int | None] | None = None
@@ -379,14 +382,18 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
             if not isinstance(exc, _connection_errors()):
                 raise err from None
             offline_reason = _scrub(f"{type(exc).__name__}: {exc}", token).splitlines()[0]
+    get_pickle = allow_pickle  # offline we cannot know yet; unused pickles are dropped below
     if listing is not None:
         fmt = weights_format(listing, allow_pickle=allow_pickle, where=f"{repo}@{revision}")
         log.info("%s@%s -> commit %s, %s weights", repo, revision, commit, fmt)
+        get_pickle = fmt == "pickle"  # never fetch *.bin when safetensors exist
+    if get_pickle:
+        log.warning("%s: allow_pickle is on; *.bin pickle weights will be used and may run code when loaded", repo)
 
     staging = out.parent / f".partial-{out.name}"
     from_cache = False
     if offline_reason is not None:
-        cached, why = _cached_snapshot(repo, revision, token, allow_pickle)
+        cached, why = _cached_snapshot(repo, revision, token, get_pickle)
         if cached is None:
             raise CheckpointError(_offline_message(repo, revision, f"{offline_reason}, and {why}"))
         log.info("offline (%s): using the cached snapshot %s", offline_reason, cached)
@@ -398,16 +405,16 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
         try:
             src = Path(huggingface_hub.snapshot_download(
                 repo, revision=commit, local_dir=staging, token=token,
-                allow_patterns=allow_patterns(allow_pickle), ignore_patterns=list(SUBFOLDER_PATTERNS)))
+                allow_patterns=allow_patterns(get_pickle), ignore_patterns=list(SUBFOLDER_PATTERNS)))
         except Exception as exc:
             err = _translate_hub_error(exc, repo, revision, token)
             if err is None:
                 raise
             raise err from None
 
-    names = [p.name for p in src.iterdir() if p.is_file() and _wanted(p.name, allow_pickle)]
+    names = [p.name for p in src.iterdir() if p.is_file() and _wanted(p.name, get_pickle)]
     if listing is not None:
-        expected = {n: s for n, s in listing.items() if _wanted(n, allow_pickle)}
+        expected = {n: s for n, s in listing.items() if _wanted(n, get_pickle)}
         for name, size in sorted(expected.items()):
             p = src / name
             if not p.is_file():
@@ -417,6 +424,7 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
                                       f"{p.stat().st_size} bytes, expected {size}")
         names = sorted(expected)
     fmt = validate_folder(src, allow_pickle=allow_pickle, where=f"{repo}@{revision}")
+    names = _drop_unused_pickles(names, fmt)
 
     with atomic_dir(out) as tmp:
         for name in names:
@@ -451,6 +459,7 @@ def _materialize_local(spec: dict, out: Path) -> dict:
     # A folder inside the HF cache (.../snapshots/<sha>) tells us its commit.
     commit = path.name if path.parent.name == "snapshots" and _COMMIT_RE.match(path.name) else None
     names = sorted(p.name for p in path.iterdir() if p.is_file() and _wanted(p.name, spec["allow_pickle"]))
+    names = _drop_unused_pickles(names, fmt)
     log.info("local source %s: %d files, %s weights, %s", path, len(names), fmt, spec["link"])
     with atomic_dir(out) as tmp:
         files = []
@@ -579,12 +588,17 @@ def _materialize_gguf(spec: dict, out: Path) -> dict:
 
 def _finish_record(record: dict, folder: Path) -> None:
     """Add totals/versions and write ``source.json`` — always the last file written."""
-    import huggingface_hub
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
+
+    def _v(pkg: str) -> str | None:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
 
     record["total_bytes"] = sum(f["size"] for f in record["files"])
     record["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    record["versions"] = {"transformers": transformers.__version__, "huggingface_hub": huggingface_hub.__version__}
+    record["versions"] = {"transformers": _v("transformers"), "huggingface_hub": _v("huggingface_hub")}
     write_json(folder / SOURCE_FILE, record)
 
 
