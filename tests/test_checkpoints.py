@@ -412,3 +412,35 @@ def test_smollm2_gguf_converts_loads_and_chats(tmp_path):
     assert "Paris" in answer
     # converted once: a second call is a no-op
     assert ck.materialize(spec, out) == rec
+
+
+# ------------------------------------------------------------------------------- profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rule_names() -> set[str]:
+    import re
+
+    text = "\n".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
+    return set(re.findall(r"^rule (\w+):", text, flags=re.M))
+
+
+@pytest.mark.parametrize("name", ["a10", "slurm"])
+def test_profiles_parse_and_name_real_rules(name):
+    import yaml
+
+    prof = yaml.safe_load((ROOT / "profiles" / name / "config.yaml").read_text())
+    assert prof["rerun-incomplete"] is True and "mem_mb" in prof["default-resources"]
+    assert "gpu" in prof["resources"]
+    rules = _rule_names()
+    if rules:  # the lead's rules/ may not exist in a partial checkout
+        assert set(prof["set-resources"]) <= rules, set(prof["set-resources"]) - rules
+        assert set(prof["set-threads"]) <= rules
+    for res in prof["set-resources"].values():
+        assert "slurm_extra" not in res and "gres" not in res  # GPUs only via the plugin's gpu/gpu_model
+    if name == "slurm":
+        assert prof["executor"] == "slurm"
+        assert {"slurm_account", "slurm_partition", "runtime"} <= set(prof["default-resources"])
+        gpu_rules = {r for r, res in prof["set-resources"].items() if res.get("gpu")}
+        assert {"generate", "train_model"} <= gpu_rules
