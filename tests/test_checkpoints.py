@@ -128,6 +128,7 @@ def test_allow_patterns_exclude_pickles():
     ({"source": "hub", "repo": "org/x", "revison": "abc"}, "unknown key"),
     ({"source": "hub", "repo": "noslash"}, "org/name"),
     ({"source": "hub", "repo": "org/x", "token": "hf_x"}, "do not put a token"),
+    ({"source": "hbu", "repo": "org/x", "token": "hf_x"}, "do not put a token"),
     ({"source": "ftp", "path": "x"}, "'source' must be one of"),
     ({"source": "local"}, "'path' is required"),
     ({"source": "gguf", "path": "a.gguf", "package": "p", "file": "*"}, "either 'path' or 'package'"),

@@ -100,18 +100,18 @@ def normalize_spec(spec: dict) -> dict:
 
     Unknown keys are an error rather than ignored: a typo such as ``revison`` would otherwise
     silently download ``main``. Free-text :data:`ANNOTATION_KEYS` are allowed and dropped, so
-    editing a label does not trigger a new download. A ``token`` key is refused because config files get committed;
-    tokens belong in the environment.
+    editing a label does not trigger a new download. A ``token`` key is refused because config
+    files get committed; tokens belong in the environment.
     """
     if not isinstance(spec, dict):
         raise CheckpointError(f"model source spec must be a mapping, got {type(spec).__name__}: {spec!r}")
-    kind = spec.get("source")
-    if kind not in _SPEC_KEYS:
-        raise CheckpointError(f"model source {spec!r}: 'source' must be one of {sorted(_SPEC_KEYS)}, got {kind!r}")
-    if "token" in spec:
+    if "token" in spec:  # checked first: later messages print the spec
         raise CheckpointError(
             f"model source for {spec.get('repo', spec.get('path'))!r}: do not put a token in the config; "
             "export HF_TOKEN (or the variable named by token_env) instead")
+    kind = spec.get("source")
+    if kind not in _SPEC_KEYS:
+        raise CheckpointError(f"model source {spec!r}: 'source' must be one of {sorted(_SPEC_KEYS)}, got {kind!r}")
     allowed = _SPEC_KEYS[kind]
     unknown = sorted(set(spec) - set(allowed) - {"source"} - ANNOTATION_KEYS)
     if unknown:
