@@ -113,6 +113,36 @@ def test_bf16_in_bf16_out(pair, tmp_path):
     assert naive_differs
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16,
+                                   torch.float8_e4m3fn])
+def test_every_float_dtype_matches_torch_and_ints_are_copied(tmp_path, dtype):
+    """Hand-built checkpoints: each float dtype in → same dtype out, equal to torch's fp32 math."""
+    g = torch.Generator().manual_seed(0)
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": 2}
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    alpha = 0.75
+    dirs = {}
+    base = {f"model.layers.{i}.mlp.up_proj.weight": torch.randn(37, 29, generator=g) for i in range(2)}
+    base["model.embed_tokens.weight"] = torch.randn(50, 8, generator=g)
+    for role, noise in (("sft", 0.0), ("aligned", 0.1)):
+        sd = {k: (v + noise * torch.randn(v.shape, generator=g)).to(dtype) for k, v in base.items()}
+        sd["model.layers.0.self_attn.position_ids"] = torch.arange(7, dtype=torch.int64) + (role == "aligned")
+        d = tmp_path / role
+        d.mkdir()
+        save_file(sd, d / "model.safetensors", metadata={"format": "pt"})
+        (d / "config.json").write_text(json.dumps(cfg))
+        dirs[role] = sd
+    m = extrapolate(tmp_path / "sft", tmp_path / "aligned", tmp_path / "out", alpha, chunk_elems=100)
+    o = load_dir(tmp_path / "out")
+    a, s = dirs["aligned"], dirs["sft"]
+    for k in base:
+        assert o[k].dtype == dtype
+        ref = (a[k].to(wide) + alpha * (a[k].to(wide) - s[k].to(wide))).to(dtype)
+        assert torch.equal(o[k].view(torch.uint8), ref.view(torch.uint8)), k
+    assert torch.equal(o["model.layers.0.self_attn.position_ids"], a["model.layers.0.self_attn.position_ids"])
+    assert m["groups"]["copied"] == 1
+
+
 def test_alpha_zero_is_aligned_bit_for_bit(pair, tmp_path):
     sft, aligned = pair(dtype=torch.bfloat16)
     # include a negative zero, which naive a + 0*(a-s) would turn into +0

@@ -276,7 +276,7 @@ def _load_pickle_checkpoint(path: Path, config: dict, files: list[Path]) -> Chec
             if not isinstance(t, torch.Tensor):
                 continue
             tensors[name] = TensorInfo(name, _code_of(t.dtype), tuple(t.shape), f, -1, (fi, pos))
-            loaded[name] = t
+            loaded[name] = t if t.is_contiguous() else t.contiguous()  # chunked reads need flat views
     return Checkpoint(path, config, tensors, files, pickle=True, _pickled=loaded)
 
 
