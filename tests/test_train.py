@@ -260,6 +260,35 @@ def test_lora_merged_weights_equal_base_plus_delta(sft_model, toy_dir):
     assert n_adapted == 2 * TINY["num_hidden_layers"]
 
 
+def test_same_seed_gives_identical_weights(sft_model, toy_dir, tmp_path):
+    """Fixed seeds: rerunning a config reproduces the checkpoint bit for bit (CPU)."""
+    import torch
+    from safetensors.torch import load_file
+
+    kw = dict(method="simpo", fraction=0.25, beta=0.5, lr=1e-3, epochs=1, batch_size=4, max_length=64,
+              seed=3, threads=1, device="cpu")
+    a = T.train_preference(sft_model, toy_dir / "pref.jsonl", tmp_path / "a", **kw)
+    b = T.train_preference(sft_model, toy_dir / "pref.jsonl", tmp_path / "b", **kw)
+    assert a["subset_sha256"] == b["subset_sha256"] and a["steps"] == b["steps"] == 2
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+def test_cli_sft_from_config_json(toy_dir, tiny_tokenizer_dir, tmp_path):
+    out = tmp_path / "cli_sft"
+    T.main(["sft", "--model-config", json.dumps(TINY), "--tokenizer", str(tiny_tokenizer_dir),
+            "--data", str(toy_dir / "sft.jsonl"), "--out", str(out), "--epochs", "0.25", "--batch-size", "8",
+            "--max-length", "64", "--threads", "1", "--device", "cpu", "--log", str(tmp_path / "log.txt")])
+    man = _manifest(out)
+    assert man["model_init"] == TINY and man["steps"] == 2
+    assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
+    assert "saved" in (tmp_path / "log.txt").read_text()
+    with pytest.raises(ValueError, match="exactly one of --model-init"):
+        T.main(["sft", "--tokenizer", str(tiny_tokenizer_dir), "--data", str(toy_dir / "sft.jsonl"),
+                "--out", str(tmp_path / "x")])
+
+
 # ---------------------------------------------------------------- curves
 
 def test_plot_curves_and_table(tmp_path):
