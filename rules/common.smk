@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from workflow_scripts.common import ALPHA_REGEX, format_alpha  # noqa: E402  (stdlib only)
+from workflow_scripts.schemes import Scheme  # noqa: E402  (no torch: cheap at parse time)
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 
@@ -300,16 +301,12 @@ def check_config():
                 _err(f"pair {pair!r}: {side} model {p[side]!r} is not defined under `models`")
         depth = model_num_layers(p["sft"])
         for s in pair_schemes(pair):
-            for i, g in enumerate(scheme_spec(s).get("groups", []), 1):
-                start, end = g["layers"]
-                if end <= start:
-                    _err(f"scheme {s!r} group {i}: layers [{start}, {end}) is empty")
-                if g.get("by", "fraction") == "fraction" and end > 1:
-                    _err(f"scheme {s!r} group {i}: fraction range [{start}, {end}) goes past 1.0 "
-                         "(use `by: index` for layer indices)")
-                if g.get("by") == "index" and depth is not None and end > depth:
-                    _err(f"scheme {s!r} group {i}: layers [{start}, {end}) is outside model "
-                         f"{p['sft']!r} with {depth} layers")
+            try:
+                scheme = Scheme.from_config(scheme_spec(s))
+                if depth is not None:
+                    scheme.validate_for(depth)
+            except ValueError as exc:
+                _err(f"extrapolation.schemes.{s} (pair {pair!r}, sft model {p['sft']!r}): {exc}")
     for name, rm in config["reward_models"].items():
         if "model" in rm:
             model_spec(rm["model"])
