@@ -55,6 +55,29 @@ def make_data(n_sft: int, n_pairs: int, seed: int = 0):
     return sft, pairs
 
 
+def raw_step_s(batch_size: int, seq_len: int, threads: int, steps: int = 5) -> float:
+    """Median time of a plain PyTorch AdamW step on the same model/batch shape (no trainer)."""
+    import statistics
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=600, **MODEL))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 600, (batch_size, seq_len))
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if i:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -62,6 +85,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=400)
     ap.add_argument("--sft-epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved repeats of the preference runs")
     a = ap.parse_args()
 
     t = time.perf_counter()
@@ -92,18 +116,33 @@ def main() -> None:
                          "final_loss": round(man.get("tail_mean_loss", float("nan")), 4)}
             print(name, json.dumps(res[name]), flush=True)
 
+        seq = 40  # about the demo world's mean SFT sequence length in tokens
+        res["raw_step_before_s"] = round(raw_step_s(a.batch_size, seq, a.threads), 4)
         run("sft", lambda: T.train_sft(MODEL, d / "tok", sft, d / "sft", epochs=a.sft_epochs, lr=3e-3,
                                         batch_size=a.batch_size, max_length=64, threads=a.threads, device="cpu"))
+        res["raw_step_after_s"] = round(raw_step_s(a.batch_size, seq, a.threads), 4)
         run("reward", lambda: T.train_reward(MODEL, d / "tok", pairs, d / "rm", epochs=1, lr=1e-3,
                                              batch_size=a.batch_size, max_length=64, threads=a.threads,
                                              device="cpu"))
         pref = dict(fraction=1.0, beta=0.1, lr=5e-4, epochs=1, batch_size=16, max_length=64,
                     threads=a.threads, device="cpu")
-        run("dpo_precompute", lambda: T.train_preference(d / "sft", pairs, d / "dpo1", method="dpo", **pref))
-        run("dpo_no_precompute", lambda: T.train_preference(d / "sft", pairs, d / "dpo2", method="dpo",
-                                                            precompute_ref_log_probs=False, **pref))
-        run("simpo", lambda: T.train_preference(d / "sft", pairs, d / "simpo", method="simpo", **pref))
+        # Alternate the preference variants a.repeat times and keep medians: the shared CPU's load
+        # changes by 10x within a minute, so only interleaved repeats give usable ratios.
+        import statistics
+
+        reps: dict[str, list[dict]] = {}
+        for i in range(a.repeat):
+            for name, extra in (("dpo_precompute", dict(method="dpo")),
+                                ("dpo_no_precompute", dict(method="dpo", precompute_ref_log_probs=False)),
+                                ("simpo", dict(method="simpo"))):
+                run(name, lambda: T.train_preference(d / "sft", pairs, d / name, **extra, **pref))
+                reps.setdefault(name, []).append(res[name])
+        for name, rs in reps.items():
+            res[name] = {k: statistics.median(x[k] for x in rs) for k in rs[0]
+                         if all(isinstance(x[k], (int, float)) for x in rs)}
     r = res
+    raw = (r["raw_step_before_s"] + r["raw_step_after_s"]) / 2
+    print("ratio sft mean_step_s / raw PyTorch step (same shape):", round(r["sft"]["mean_step_s"] / raw, 2))
     print("ratio dpo train_s precompute/no_precompute:",
           round(r["dpo_precompute"]["train_s"] / r["dpo_no_precompute"]["train_s"], 2))
     print("ratio dpo total_s precompute/no_precompute:",

@@ -167,6 +167,20 @@ def test_render_pair_completion_ends_with_eos(tiny_tokenizer_dir):
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
 
 
+
+def test_render_pair_single_bos_when_tokenizer_adds_bos(tiny_tokenizer_dir):
+    """Llama-style tokenizers add BOS themselves: the rendered text must not carry a second one."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A", special_tokens=[("<|bos|>", tok.bos_token_id)])
+    assert T.tokenizer_adds_bos(tok)
+    prompt, completion = T.render_pair(tok, "list three colors", "red")
+    ids = tok(prompt + completion)["input_ids"]
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+
 # ---------------------------------------------------------------- trainers
 
 def test_sft_learns_mapping_and_emits_eos(sft_model, tiny_tokenizer_dir):

@@ -38,7 +38,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .common import (atomic_dir, pick_device, read_json, read_jsonl, set_threads, setup_logging,
                      write_json)
@@ -177,6 +177,15 @@ def _messages(prompt: str | list[dict]) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether ``tokenizer(text)`` prepends BOS on its own (Llama/Mistral do; the demo one does not)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return len(ids) > 0 and ids[0] == bos
+
+
 def render_pair(tokenizer, prompt: str | list[dict], answer: str) -> tuple[str, str]:
     """Render (prompt, answer) with the chat template: ``(prompt_text, answer_text)``.
 
@@ -193,6 +202,11 @@ def render_pair(tokenizer, prompt: str | list[dict], answer: str) -> tuple[str, 
         raise ValueError("chat template renders the prompt differently with an answer; cannot split "
                          f"prompt {prompt_text!r} from conversation {full[:200]!r}")
     rest = full[len(prompt_text):]
+    # TRL tokenizes these strings with ``tokenizer(text)``; a tokenizer that adds BOS itself would
+    # give a second BOS after the template's own one, so the template's BOS text is dropped here.
+    bos = tokenizer.bos_token
+    if bos and prompt_text.startswith(bos) and tokenizer_adds_bos(tokenizer):
+        prompt_text = prompt_text[len(bos):]
     eos = tokenizer.eos_token
     cut = rest.rfind(eos)
     rest = rest[: cut + len(eos)] if cut >= 0 else rest + eos
@@ -225,7 +239,9 @@ def _load_tokenizer(path: PathLike):
     if tok.eos_token is None:
         raise ValueError(f"tokenizer in {path} has no eos_token; generation could never stop")
     if tok.pad_token is None:
-        raise ValueError(f"tokenizer in {path} has no pad_token; set one when building the tokenizer")
+        # Common for released base models (Llama, Mistral); TRL would do the same silently.
+        log.warning("tokenizer in %s has no pad_token; using eos_token %r for padding", path, tok.eos_token)
+        tok.pad_token = tok.eos_token
     if not tok.chat_template:
         raise ValueError(f"tokenizer in {path} has no chat template")
     return tok
