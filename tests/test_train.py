@@ -323,6 +323,8 @@ def test_plot_curves_and_table(tmp_path):
     plot_curves(bad, tmp_path / "bad.png")
     assert summarize_curves(good)["diverging"] is False
     assert summarize_curves(bad)["diverging"] is True
+    several = plot_curves([good, bad], tmp_path / "both.png")     # the report's call: a list of runs
+    assert several.stat().st_size > 1000
     table = curves_table({"good": good, "bad": bad})
     assert list(table["run"]) == ["good", "bad"] and list(table["diverging"]) == [False, True]
     assert table.loc[0, "loss_end"] < table.loc[0, "loss_start"]

@@ -84,11 +84,19 @@ def summarize_curves(history_csv: str | Path, *, tail: float = 0.1, diverge_rati
     return out
 
 
-def plot_curves(history_csv: str | Path, out_png: str | Path, *, title: str | None = None,
-                smooth: int | None = None) -> Path:
+def _run_name(path: Path) -> str:
+    """Label for a run: its checkpoint folder name (the history CSV sits inside it)."""
+    return path.parent.name or path.stem
+
+
+def plot_curves(history_csv: str | Path | Sequence[str | Path], out_png: str | Path, *,
+                title: str | None = None, smooth: int | None = None) -> Path:
     """Plot loss, reward margin, reward accuracy and LR against step (raw + moving average).
 
-    Panels whose metric the trainer did not log are skipped (an SFT run has no margins).
+    ``history_csv`` is one history or a list of them; several runs share the panels, one colour
+    each, labelled by checkpoint folder (with many runs only the moving averages are drawn, so
+    the figure stays readable). Panels whose metric no run logged are skipped (an SFT run has no
+    margins). Runs flagged by :func:`summarize_curves` as diverging are marked in the legend.
     Written atomically; returns ``out_png``.
     """
     import matplotlib
@@ -96,36 +104,55 @@ def plot_curves(history_csv: str | Path, out_png: str | Path, *, title: str | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    df = read_history(history_csv)
+    paths = [Path(history_csv)] if isinstance(history_csv, (str, Path)) else [Path(h) for h in history_csv]
+    if not paths:
+        raise ValueError("plot_curves needs at least one training history")
+    runs = [(p, read_history(p), summarize_curves(p)) for p in paths]
     panels = []
     for cols, label in PANELS:
-        col = next((c for c in cols if c in df.columns and df[c].notna().any()), None)
+        col = next((c for c in cols if any(c in df.columns and df[c].notna().any() for _, df, _ in runs)), None)
         if col is not None:
             panels.append((col, label))
-    window = smooth or max(1, len(df) // 20)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    single = len(runs) == 1
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0 if single else 3.6),
+                             squeeze=False)
+    for i, (path, df, summary) in enumerate(runs):
+        window = smooth or max(1, len(df) // 20)
+        name = _run_name(path) + (" (DIVERGING)" if summary["diverging"] else "")
+        color = f"C{i % 10}"
+        for ax, (col, label) in zip(axes[0], panels):
+            if col not in df.columns:
+                continue
+            s = df[["step", col]].dropna()
+            if col == "learning_rate":
+                ax.plot(s["step"], s[col], color=color, lw=1.0)
+                continue
+            if single:
+                ax.plot(s["step"], s[col], color="0.75", lw=0.8, label="per step")
+            ax.plot(s["step"], _smooth(s[col].tolist(), window), color=color, lw=1.4,
+                    label=f"mean of {window}" if single else name)
     for ax, (col, label) in zip(axes[0], panels):
-        s = df[["step", col]].dropna()
-        raw_color = "C0" if col == "learning_rate" else "0.75"
-        ax.plot(s["step"], s[col], color=raw_color, lw=0.8, label="per step")
-        if window > 1 and col != "learning_rate":
-            ax.plot(s["step"], _smooth(s[col].tolist(), window), color="C0", lw=1.6,
-                    label=f"mean of {window}")
         ax.set_title(label if col == label else f"{label}\n[{col}]", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    summary = summarize_curves(history_csv)
-    head = title or Path(history_csv).parent.name
-    if summary["diverging"]:
-        head += "  (WARNING: loss diverging)"
-    fig.suptitle(head, fontsize=10)
-    fig.tight_layout()
+    if single:
+        axes[0][0].legend(fontsize=7)
+        head = title or _run_name(paths[0])
+        if runs[0][2]["diverging"]:
+            head += "  (WARNING: loss diverging)"
+        fig.suptitle(head, fontsize=10)
+        fig.tight_layout()
+    else:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=7)
+        if title:
+            fig.suptitle(title, fontsize=10)
+        fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 5), 1, 1))
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    log.info("training curves written to %s", out_png)
+    log.info("training curves of %d run(s) written to %s", len(runs), out_png)
     return out_png
 
 
@@ -153,16 +180,12 @@ def curves_table(histories: dict[str, str | Path]):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("history", nargs="+", help="training_history.csv file(s)")
-    ap.add_argument("--out", required=True, help="PNG path (one history) or folder (several)")
+    ap.add_argument("--out", required=True, help="PNG path (several histories share one figure)")
     ap.add_argument("--summary", help="write the per-run summary table as JSON here")
     ap.add_argument("--log")
     a = ap.parse_args(argv)
     setup_logging(a.log)
-    if len(a.history) == 1:
-        plot_curves(a.history[0], a.out)
-    else:
-        for h in a.history:
-            plot_curves(h, Path(a.out) / f"{Path(h).parent.name}.png")
+    plot_curves(a.history, a.out)
     if a.summary:
         table = curves_table({Path(h).parent.name: h for h in a.history})
         write_json(a.summary, table.to_dict(orient="records"))
