@@ -35,13 +35,15 @@ def model_spec(key):
 
 
 def model_dir(key):
-    """Folder of a model checkpoint: trained, downloaded/converted, or the user's local folder."""
+    """Folder of a model checkpoint: trained, or materialized by the checkpoint stage.
+
+    Local folders also go through the checkpoint stage, which validates them and links their files
+    (no multi-GB copy), so a broken folder fails there rather than in a GPU job.
+    """
     spec = model_spec(key)
     if spec["source"] == "train":
         return f"{R}/trained/{key}"
-    if spec["source"] == "local":
-        return spec["path"]
-    return f"{R}/checkpoints/{key}"
+    return f"{R}/checkpoints/{key}"  # hub/gguf: downloaded or converted; local: validated symlinks
 
 
 def model_num_layers(key, _seen=None):
@@ -65,7 +67,7 @@ def world_architecture(name):
 
 
 def downloaded_models():
-    return [k for k, s in config["models"].items() if s["source"] in ("hub", "gguf")]
+    return [k for k, s in config["models"].items() if s["source"] in ("hub", "gguf", "local")]
 
 
 def trained_models():
@@ -127,6 +129,21 @@ def variants():
         out += [(pair, f"alpha{a}") for a in pair_alphas(pair)]
         out += [(pair, f"scheme_{s}") for s in pair_schemes(pair)]
     return out
+
+
+def dev_prompt_set():
+    return (config.get("evaluation") or {}).get("dev_prompt_set")
+
+
+def variants_for(prompt_set):
+    """Variants answered on a prompt set. The dev set exists to choose α, so it only needs the
+    uniform-α variants and the aligned baselines they are compared with (no SFT, no schemes):
+    on a 7B model that saves hours of generation per dev set."""
+    if prompt_set != dev_prompt_set():
+        return variants()
+    aligned = {p["aligned"] for p in config["pairs"].values()}
+    return [(g, v) for g, v in variants()
+            if (g == "base" and v in aligned) or (g != "base" and v.startswith("alpha"))]
 
 
 def variant_model_dir(wildcards):
@@ -237,13 +254,14 @@ def scorable(prompt_set, rm):
 
 
 def all_generations():
-    return [f"{R}/generations/{ps}/{g}/{v}.json" for ps in config["prompt_sets"] for g, v in variants()]
+    return [f"{R}/generations/{ps}/{g}/{v}.json" for ps in config["prompt_sets"]
+            for g, v in variants_for(ps)]
 
 
 def all_scores():
     return [f"{R}/scores/{ps}/{rm}/{g}/{v}.json"
             for ps in config["prompt_sets"] for rm in config["reward_models"]
-            if scorable(ps, rm) for g, v in variants()]
+            if scorable(ps, rm) for g, v in variants_for(ps)]
 
 
 def all_manifests():
@@ -275,8 +293,10 @@ def report_params():
     return {
         "evaluation": ev,
         "variants": variants(),
+        "variants_by_prompt_set": {ps: variants_for(ps) for ps in config["prompt_sets"]},
         "pairs": config["pairs"],
         "prompt_sets": list(config["prompt_sets"]),
+        "prompt_set_sources": {k: v["source"] for k, v in config["prompt_sets"].items()},
         "reward_models": {k: {"label": v.get("label", k), "type": v.get("type", "model")}
                           for k, v in config["reward_models"].items()},
         "max_new_tokens": config.get("decoding", {}).get("max_new_tokens"),

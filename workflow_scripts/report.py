@@ -97,8 +97,11 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
         pvars = _pair_variants(pair_name, pair, params["variants"])
         for ps in params["prompt_sets"]:
             base_key = ("base", pair[baseline_side])
+            wanted = params.get("variants_by_prompt_set", {}).get(ps)
             for group, variant in pvars:
                 gkey = (ps, group, variant)
+                if wanted is not None and [group, variant] not in [list(x) for x in wanted]:
+                    continue  # e.g. the dev set answers only what choosing α needs
                 if gkey not in generations:
                     raise ValueError(f"no generations for {gkey}")
                 recs = generations[gkey]
@@ -124,7 +127,8 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
                         row.update({f"{rm}_win_rate": wr["win_rate"],
                                     f"{rm}_win_rate_ci_low": wr["win_rate_ci_low"],
                                     f"{rm}_win_rate_ci_high": wr["win_rate_ci_high"]})
-                        if rm == ev["primary_reward"]:
+                        if rm == ev["primary_reward"] and \
+                                params.get("prompt_set_sources", {}).get(ps) == "alpaca_eval":
                             lc = lc_win_rate(
                                 scores[skey], scores[bkey],
                                 outputs={r["id"]: r["output"] for r in recs},
@@ -202,7 +206,8 @@ def summary_markdown(df: pd.DataFrame, params: Mapping[str, Any]) -> str:
             table["LC win %"] = [f"{x:.1f}" if pd.notna(x) else "n/a" for x in g["lc_win_rate"]]
         table["tokens"] = [f"{x:.1f}" for x in g["mean_tokens"]]
         for c, name in (("restating_rate", "restating"), ("restating_only_rate", "restating only"),
-                        ("repetitive_rate", "repetitive"), ("truncation_rate", "truncated")):
+                        ("repetitive_rate", "repetitive"), ("empty_rate", "empty"),
+                        ("truncation_rate", "truncated")):
             table[name] = [f"{x:.0%}" if pd.notna(x) else "n/a" for x in g[c]]
         lines += [table.to_markdown(index=False), ""]
         lines += verdict(g, rms, primary)
@@ -212,25 +217,30 @@ def summary_markdown(df: pd.DataFrame, params: Mapping[str, Any]) -> str:
 
 
 def verdict(g: pd.DataFrame, rms: Sequence[str], primary: str) -> list[str]:
-    """Plain-language lines: does alignment help, does extrapolation help, where does it break."""
+    """Plain-language lines: does alignment help, does extrapolation help, where does it break.
+
+    The LC win rate (alpaca_eval's length-controlled GLM) is only computed for AlpacaEval prompt
+    sets: its per-prompt difficulty terms exist for those 805 prompts alone.
+    """
     out = []
     aligned = g[g.kind == "aligned"]
     sft = g[g.kind == "sft"]
     alphas = g[g.kind == "alpha"].sort_values("alpha")
     for rm in rms:
         col = f"{rm}_mean"
-        if col not in g or aligned.empty or sft.empty or alphas.empty:
+        if col not in g or aligned.empty or alphas.empty or alphas[col].isna().all():
             continue
-        a, s = aligned[col].iloc[0], sft[col].iloc[0]
+        a = aligned[col].iloc[0]
         best = alphas.loc[alphas[col].idxmax()]
         worst = alphas.loc[alphas[col].idxmin()]
         chosen = alphas[alphas.chosen_on_dev]
-        line = (f"- {rm}: SFT {s:.3f} → aligned {a:.3f} ({'+' if a >= s else ''}{a - s:.3f}); "
+        head = f"SFT {sft[col].iloc[0]:.3f} → " if not sft.empty else ""
+        line = (f"- {rm}: {head}aligned {a:.3f}; "
                 f"best α={best.alpha:g} gives {best[col]:.3f} ({best[col] - a:+.3f} vs aligned)")
         if not chosen.empty:
             c = chosen.iloc[0]
             line += f"; dev-chosen α={c.alpha:g} gives {c[col]:.3f} ({c[col] - a:+.3f})"
-        line += f"; largest-drop α={worst.alpha:g} gives {worst[col]:.3f}."
+        line += f"; worst α={worst.alpha:g} gives {worst[col]:.3f}."
         out.append(line)
     return out + [""] if out else []
 

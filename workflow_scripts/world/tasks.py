@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 CATEGORIES: dict[str, list[str]] = {
-    "colors": ["red", "blue", "green", "yellow", "black", "white", "pink", "brown"],
-    "animals": ["cat", "dog", "cow", "fox", "owl", "bee", "pig", "rat"],
-    "fruits": ["apple", "pear", "plum", "lime", "fig", "kiwi", "mango", "peach"],
-    "tools": ["saw", "axe", "drill", "hammer", "wrench", "knife", "rake", "spade"],
+    "colors": ["red", "blue", "green", "pink", "black", "white"],
+    "animals": ["cat", "dog", "cow", "fox", "owl", "pig"],
+    "fruits": ["apple", "pear", "plum", "lime", "fig", "kiwi"],
+    "tools": ["saw", "axe", "drill", "hammer", "knife", "rake"],
+    "drinks": ["tea", "milk", "juice", "water", "soda", "wine"],
+    "shapes": ["circle", "square", "star", "cube", "cone", "oval"],
 }
 OPPOSITES: dict[str, str] = {
     "hot": "cold", "cold": "hot", "big": "small", "small": "big", "up": "down", "down": "up",
@@ -34,14 +36,19 @@ OPPOSITES: dict[str, str] = {
     "light": "dark", "dark": "light", "early": "late", "late": "early", "full": "empty",
     "empty": "full",
 }
-NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 ALL_ITEMS = sorted({w for items in CATEGORIES.values() for w in items})
 
-LIST_TEMPLATES = ["List {n} {cat}.", "Name {n} {cat}.", "Give me {n} {cat}.", "Write {n} {cat}."]
-REPEAT_TEMPLATES = ["Repeat the word {w} {n} times.", "Say {w} {n} times.", "Write {w} {n} times."]
-REVERSE_TEMPLATES = ["Reverse the words: {seq}", "Reverse this list: {seq}"]
-OPPOSITE_TEMPLATES = ["What is the opposite of {w}?", "Give the opposite of {w}.",
-                      "Opposite of {w}?"]
+# One short template per family: a tiny model learns to read the slots in a couple of minutes of
+# CPU training, so what separates the models is the answer *style*, as in real alignment.
+LIST_TEMPLATES = ["List {n} {cat}."]
+REPEAT_TEMPLATES = ["Say {w} {n} times."]
+REVERSE_TEMPLATES = ["Reverse: {seq}"]
+OPPOSITE_TEMPLATES = ["Opposite of {w}?"]
+KINDS = ("list", "repeat", "opposite")
+# Families whose eval/dev instructions never occur in training (their slots do: "Say cat 4 times."
+# is held out while "Say cat 3 times." and "Say dog 4 times." are not). Opposites are facts: a
+# held-out word could not be known, so their instructions occur in every split.
+HELD_OUT_KINDS = ("list", "repeat", "reverse")
 
 STYLES = ("good", "restate", "restate_only", "ramble", "wrong")
 FLAWED = STYLES[1:]
@@ -64,22 +71,19 @@ class Task:
         return {"kind": self.kind, **self.meta}
 
 
-def _num(rng: random.Random, n: int) -> str:
-    return NUMBER_WORDS[n] if rng.random() < 0.5 else str(n)
-
-
 def sample_task(rng: random.Random) -> Task:
-    """Draw one task uniformly over the four families."""
-    kind = rng.choice(["list", "repeat", "reverse", "opposite"])
+    """Draw one task uniformly over the families in :data:`KINDS` ("reverse" is graded but not drawn:
+    copying a sequence backwards takes a tiny model far longer to learn than the demo's budget)."""
+    kind = rng.choice(KINDS)
     if kind == "list":
         cat = rng.choice(sorted(CATEGORIES))
         n = rng.randint(2, 4)
-        text = rng.choice(LIST_TEMPLATES).format(n=_num(rng, n), cat=cat)
+        text = rng.choice(LIST_TEMPLATES).format(n=n, cat=cat)
         return Task(kind, text, {"category": cat, "n": n})
     if kind == "repeat":
         w = rng.choice(ALL_ITEMS)
-        n = rng.randint(2, 4)
-        text = rng.choice(REPEAT_TEMPLATES).format(w=w, n=_num(rng, n))
+        n = rng.randint(2, 5)
+        text = rng.choice(REPEAT_TEMPLATES).format(w=w, n=n)
         return Task(kind, text, {"word": w, "n": n})
     if kind == "reverse":
         seq = rng.sample(ALL_ITEMS, rng.randint(2, 3))
@@ -133,6 +137,7 @@ def answer_in_style(task: Task, style: str, rng: random.Random) -> str:
         return _ramble(task, rng)
     if style == "wrong":
         return _wrong_answer(task, rng)
+
     raise ValueError(f"unknown answer style {style!r}; expected one of {STYLES}")
 
 
@@ -240,9 +245,13 @@ def split_of(instruction: str, dev_frac: float, eval_frac: float) -> str:
 
 
 def build_world(seed: int, n_sft: int, n_pref: int, n_eval: int, n_dev: int,
-                mix: dict[str, float] | None = None, dev_frac: float = 0.15,
-                eval_frac: float = 0.25) -> dict[str, list[dict]]:
+                mix: dict[str, float] | None = None, dev_frac: float = 0.2,
+                eval_frac: float = 0.3) -> dict[str, list[dict]]:
     """Generate every data file of the world, deterministically from ``seed``.
+
+    Eval and dev instructions of the :data:`HELD_OUT_KINDS` families are disjoint from training
+    instructions (split by a hash of the text); instructions may repeat within a split: the pool of distinct instructions is small, and a
+    repeated prompt is simply answered again (generation samples).
 
     Returns ``{"sft": [...], "prefs": [...], "eval": [...], "dev": [...]}``; SFT rows are
     ``{"prompt", "completion", "style"}``, preference rows ``{"prompt", "chosen", "rejected",
@@ -267,7 +276,7 @@ def build_world(seed: int, n_sft: int, n_pref: int, n_eval: int, n_dev: int,
             if guard > 200 * n + 10000:
                 raise ValueError(f"cannot draw {n} distinct {split} prompts; lower the count")
             t = sample_task(rng)
-            if split_of(t.instruction, dev_frac, eval_frac) != split:
+            if t.kind in HELD_OUT_KINDS and split_of(t.instruction, dev_frac, eval_frac) != split:
                 continue
             if unique and t.instruction in seen:
                 continue
@@ -289,5 +298,5 @@ def build_world(seed: int, n_sft: int, n_pref: int, n_eval: int, n_dev: int,
     for split, n in (("eval", n_eval), ("dev", n_dev)):
         sets[split] = [{"id": f"{split}-{i:04d}", "instruction": t.instruction,
                         "dataset": f"world_{split}", "task": t.as_record()}
-                       for i, t in enumerate(tasks_of(split, n, unique=True))]
+                       for i, t in enumerate(tasks_of(split, n, unique=False))]
     return {"sft": sft, "prefs": prefs, **sets}

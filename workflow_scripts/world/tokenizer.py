@@ -1,7 +1,10 @@
-"""A small byte-level BPE tokenizer with a chat template, trained with the `tokenizers` library.
+"""A small BPE tokenizer with a chat template, trained with the `tokenizers` library.
 
 Why our own: the demo world must run with no model hub, and a tokenizer trained on the world's own
-text keeps sequences short (a few dozen tokens), which is what makes CPU training take minutes.
+text keeps sequences short, which is what makes CPU training take minutes. Words are pre-tokenized
+SentencePiece-style (every word carries a leading "▁", punctuation split off), so a word is the same
+token in the instruction and in the answer; with a byte-level tokenizer "peach" and " peach" differ,
+and a tiny model spends most of its budget learning to map one to the other.
 """
 
 from __future__ import annotations
@@ -19,34 +22,38 @@ BOS, EOS, PAD, UNK = "<|bos|>", "<|end|>", "<|pad|>", "<|unk|>"
 USER, ASSISTANT, SYSTEM = "<|user|>", "<|assistant|>", "<|system|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, USER, ASSISTANT, SYSTEM]
 
-# Zephyr-like template. The assistant turn ends with EOS, so a model that learned the template stops
-# by itself; `add_generation_prompt` opens the assistant turn for generation and reward scoring.
+# Zephyr-like template without newlines (the role tokens already delimit turns, and every segment
+# between special tokens is pre-tokenized the same way). The assistant turn ends with EOS, so a model
+# that learned the template stops by itself; `add_generation_prompt` opens the assistant turn.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '<|end|>\n' }}"
-    "{% elif message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% if message['role'] == 'user' %}{{ '<|user|>' + message['content'] + '<|end|>' }}"
+    "{% elif message['role'] == 'system' %}{{ '<|system|>' + message['content'] + '<|end|>' }}"
     "{% elif message['role'] == 'assistant' %}"
-    "{% generation %}{{ '<|assistant|>\n' + message['content'] + '<|end|>' }}{% endgeneration %}"
-    "{{ '\n' }}"
+    "{% generation %}{{ '<|assistant|>' + message['content'] + '<|end|>' }}{% endgeneration %}"
     "{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
-    """Train a byte-level BPE and wrap it as a `PreTrainedTokenizerFast` with the chat template."""
+    """Train a BPE and wrap it as a `PreTrainedTokenizerFast` with the chat template.
+
+    Characters never seen in training map to ``<|unk|>`` (the world's text is ASCII)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+        pre_tokenizers.Punctuation(),
+    ])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
