@@ -8,7 +8,13 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# An experiment given with --configfile is a complete config and *replaces* config.yaml: Snakemake
+# would otherwise merge it into the demo config recursively, and the demo world's models, pairs,
+# prompt sets and reward models would leak into every experiment. `--config key=value` still
+# overrides whichever config is in use.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 validate(config, "schemas/config.schema.yaml")
