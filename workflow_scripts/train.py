@@ -232,10 +232,16 @@ def _length_stats(tokenizer, texts: Iterable[str], max_length: int) -> dict:
 # Models, trainer arguments, saving
 # --------------------------------------------------------------------------------------------
 
-def _load_tokenizer(path: PathLike):
+def _load_tokenizer(path: PathLike, *, plain_ok: bool = False):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
+    if plain_ok and not tok.chat_template:
+        # Encoder reward models (BERT/MiniLM) have no chat template and no EOS; they are trained and
+        # scored on score.PLAIN_FORMAT with their own [CLS]/[SEP] (workflow_scripts/minilm.py).
+        if tok.pad_token is None:
+            raise ValueError(f"tokenizer in {path} has neither a chat template nor a pad_token")
+        return tok
     if tok.eos_token is None:
         raise ValueError(f"tokenizer in {path} has no eos_token; generation could never stop")
     if tok.pad_token is None:
@@ -545,6 +551,10 @@ def score_conversations(model, tok, prompts: Sequence[str | list[dict]], answers
     """
     import torch
 
+    from .minilm import score_pairs, uses_plain_format
+
+    if uses_plain_format(tok):  # encoder RMs: the plain format, tokenized exactly as the score stage does
+        return score_pairs(model, tok, list(prompts), list(answers), batch_size=batch_size)
     model.eval()
     dev = next(model.parameters()).device
     scores: list[float] = []
@@ -604,19 +614,26 @@ def train_reward(model_init: dict | PathLike, tokenizer_dir: PathLike, data: Dat
         raise ValueError(f"{source}: no preference pairs left to train the reward model on")
     set_threads(threads)
     device = pick_device(device)
-    tok = _load_tokenizer(tokenizer_dir)
-    convs = [(_conversation(r["prompt"], r["chosen"]), _conversation(r["prompt"], r["rejected"]))
-             for r in train_rows]
-    stats = _length_stats(tok, (tok.apply_chat_template(c, tokenize=False) for pair in convs for c in pair),
-                          max_length)
-    if stats["n_over_max_length"]:
-        log.warning("%d reward-model sequences exceed max_length=%d; RewardTrainer drops those pairs",
-                    stats["n_over_max_length"], max_length)
-    ds = Dataset.from_list([
-        {"prompt": [{"role": "user", "content": r["prompt"]}] if isinstance(r["prompt"], str) else r["prompt"],
-         "chosen": [{"role": "assistant", "content": r["chosen"]}],
-         "rejected": [{"role": "assistant", "content": r["rejected"]}]}
-        for r in train_rows])
+    tok = _load_tokenizer(tokenizer_dir, plain_ok=True)
+    from .minilm import plain_preference_rows, uses_plain_format
+
+    plain = uses_plain_format(tok)
+    if plain:  # no chat template (BERT/MiniLM): pre-tokenized exactly as the score stage encodes
+        ds_rows, stats = plain_preference_rows(tok, train_rows, max_length)
+        ds = Dataset.from_list(ds_rows)
+    else:
+        convs = [(_conversation(r["prompt"], r["chosen"]), _conversation(r["prompt"], r["rejected"]))
+                 for r in train_rows]
+        stats = _length_stats(tok, (tok.apply_chat_template(c, tokenize=False) for pair in convs for c in pair),
+                              max_length)
+        if stats["n_over_max_length"]:
+            log.warning("%d reward-model sequences exceed max_length=%d; RewardTrainer drops those pairs",
+                        stats["n_over_max_length"], max_length)
+        ds = Dataset.from_list([
+            {"prompt": [{"role": "user", "content": r["prompt"]}] if isinstance(r["prompt"], str) else r["prompt"],
+             "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]}
+            for r in train_rows])
     model = _init_model(model_init, tok, seed=seed, reward=True)
     model.config.pad_token_id = tok.pad_token_id
 
@@ -651,7 +668,9 @@ def train_reward(model_init: dict | PathLike, tokenizer_dir: PathLike, data: Dat
         "length_stats": stats,
         **_final_metrics(history, ("loss", "accuracy", "margin")),
         "heldout": pair_accuracy(model, tok, held),
-        "input_format": "tokenizer.apply_chat_template([user, assistant]) (full template, no generation prompt)",
+        "input_format": ("score.PLAIN_FORMAT tokenized with the tokenizer's special tokens (no chat template)"
+                         if plain else
+                         "tokenizer.apply_chat_template([user, assistant]) (full template, no generation prompt)"),
         "timing": _timing_summary(timer, t_start, t0, t1),
         "library_versions": _library_versions(),
     }
