@@ -283,7 +283,24 @@ REPORT_FILES = {
     "delta_plot": f"{R}/report/layer_delta.png",
     "training_plot": f"{R}/report/training_curves.png",
     "published_csv": f"{R}/report/published_comparison.csv",
+    "study_csv": f"{R}/report/study.csv",
+    "study_md": f"{R}/report/study.md",
 }
+
+
+def pair_meta():
+    """Method and data fraction of each pair whose aligned model is trained here (DPO/SimPO).
+
+    Read from `models`, not parsed from pair names, so the controlled-study table cannot be fooled
+    by a name; pairs with downloaded aligned models are left out (their training is unknown).
+    """
+    out = {}
+    for pair, p in config["pairs"].items():
+        spec = model_spec(p["aligned"])
+        if spec["source"] == "train" and spec["method"] in ("dpo", "simpo"):
+            out[pair] = {"method": spec["method"], "fraction": float(spec.get("fraction", 1.0)),
+                         "aligned": p["aligned"]}
+    return out
 
 
 def report_params():
@@ -300,6 +317,7 @@ def report_params():
         "reward_models": {k: {"label": v.get("label", k), "type": v.get("type", "model")}
                           for k, v in config["reward_models"].items()},
         "max_new_tokens": config.get("decoding", {}).get("max_new_tokens"),
+        "pair_meta": pair_meta(),
     }
 
 

@@ -24,6 +24,10 @@ rule report:
                              category="Training", labels={"plot": "training curves"}),
         published_csv=report(REPORT_FILES["published_csv"], caption="../report/published.rst",
                              category="Published", labels={"table": "published ExPO numbers"}),
+        study_csv=report(REPORT_FILES["study_csv"], caption="../report/study.rst",
+                         category="Controlled study", labels={"table": "method × data fraction (CSV)"}),
+        study_md=report(REPORT_FILES["study_md"], caption="../report/study.rst",
+                        category="Controlled study", labels={"table": "method × data fraction (Markdown)"}),
     params:
         report=report_params(),
     log:

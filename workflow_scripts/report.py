@@ -7,7 +7,10 @@ Reads every generation and score file of an experiment and writes
 - ``reward_vs_alpha.png`` and ``diagnostics_vs_alpha.png``;
 - ``layer_delta.csv`` / ``.png`` (per-layer ‖Δ‖/‖θ‖ from the extrapolation manifests);
 - ``training_curves.png`` for aligned models trained in the workflow;
-- ``published_comparison.csv``: the paper's numbers beside ours for published pairs.
+- ``published_comparison.csv``: the paper's numbers beside ours for published pairs;
+- ``study.csv`` / ``study.md``: the controlled-study table (per method and data fraction: aligned
+  reward, best α on dev, reward after ExPO, full-data model) for pairs whose aligned model was
+  trained in the workflow on a fraction (``params["pair_meta"]``); empty with a note otherwise.
 
 On the α axis the SFT model sits at α = −1 and the aligned model at α = 0, because
 θ_aligned + α·(θ_aligned − θ_sft) is exactly those checkpoints there: the baselines are points on
@@ -451,6 +454,14 @@ def build_report(inputs: Mapping[str, Any], outputs: Mapping[str, str],
     layer_delta(as_list(inputs.get("manifests")), outputs["delta_csv"], outputs["delta_plot"])
     training_plot(as_list(inputs.get("training")), outputs["training_plot"])
     published_comparison(inputs["published"], df, params, outputs["published_csv"])
+    if "study_csv" in outputs:
+        from .study import build_study, write_study
+
+        study = build_study(df, params.get("pair_meta") or {}, params["evaluation"],
+                            list(params["reward_models"]), scores)
+        write_study(study, params["evaluation"], params["reward_models"],
+                    outputs["study_csv"], outputs["study_md"])
+        log.info("report: study table with %d rows written to %s", len(study), outputs["study_csv"])
     log.info("report: %d rows written to %s", len(df), outputs["summary_csv"])
     return df
 
@@ -470,7 +481,8 @@ def main(argv: list[str] | None = None) -> None:
     names = {"summary_csv": "summary.csv", "summary_md": "summary.md",
              "reward_plot": "reward_vs_alpha.png", "diagnostics_plot": "diagnostics_vs_alpha.png",
              "delta_csv": "layer_delta.csv", "delta_plot": "layer_delta.png",
-             "training_plot": "training_curves.png", "published_csv": "published_comparison.csv"}
+             "training_plot": "training_curves.png", "published_csv": "published_comparison.csv",
+             "study_csv": "study.csv", "study_md": "study.md"}
     inputs = {
         "generations": [str(p) for p in sorted(res.glob("generations/*/*/*.json"))],
         "scores": [str(p) for p in sorted(res.glob("scores/*/*/*/*.json"))],
