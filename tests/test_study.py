@@ -143,3 +143,65 @@ def test_markdown_and_cli(summary, tmp_path):
                            "0.700 [0.600, 0.800]"]
     assert rows[0][7] == "+0.050" and rows[1][3] == "0"
     assert pd.read_csv(tmp_path / "s.csv").best_alpha.tolist() == [2.0, 0.0]
+
+
+# ------------------------------------------------------------------ through the report stage
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def _report_inputs(root, rewards):
+    """Generation and gold-score files laid out as the rules write them; rewards[(ps, group, variant)]."""
+    gens, scores = [], []
+    for (ps, group, variant), vals in rewards.items():
+        ids = [f"{ps}{i}" for i in range(len(vals))]
+        recs = [{"id": i, "instruction": "list three colours", "output": "red green blue",
+                 "generator": variant, "dataset": "world", "n_tokens": 3, "finish_reason": "stop"}
+                for i in ids]
+        gens.append(_write(root / "generations" / ps / group / f"{variant}.json", recs))
+        scores.append(_write(root / "scores" / ps / "gold" / group / f"{variant}.json", _scores(vals, ids)))
+    return {"generations": gens, "scores": scores, "manifests": [], "training": [],
+            "published": str(root / "published.csv")}
+
+
+@pytest.mark.parametrize("with_meta", [True, False])
+def test_build_report_writes_the_study_table(tmp_path, with_meta):
+    from workflow_scripts.report import build_report
+
+    pairs = {"dpo_f0.1": {"sft": "sft", "aligned": "dpo_0.1"}, "dpo_f1.0": {"sft": "sft", "aligned": "dpo_1.0"}}
+    r = {("eval", "base", "sft"): [0.0, 0.1, 0.2],
+         ("eval", "base", "dpo_0.1"): [0.2, 0.3, 0.4], ("eval", "dpo_f0.1", "alpha2"): [0.6, 0.7, 0.8],
+         ("eval", "base", "dpo_1.0"): [0.5, 0.6, 0.7], ("eval", "dpo_f1.0", "alpha2"): [0.4, 0.5, 0.6],
+         ("dev", "base", "dpo_0.1"): [0.1, 0.1], ("dev", "dpo_f0.1", "alpha2"): [0.5, 0.5],
+         ("dev", "base", "dpo_1.0"): [0.6, 0.6], ("dev", "dpo_f1.0", "alpha2"): [0.3, 0.3]}
+    inputs = _report_inputs(tmp_path, r)
+    pd.DataFrame(columns=["sft_model", "aligned_model", "alpha"]).to_csv(inputs["published"], index=False)
+    variants = [["base", "sft"], ["base", "dpo_0.1"], ["base", "dpo_1.0"],
+                ["dpo_f0.1", "alpha2"], ["dpo_f1.0", "alpha2"]]
+    params = {"evaluation": EV, "variants": variants, "pairs": pairs, "prompt_sets": ["eval", "dev"],
+              "variants_by_prompt_set": {"eval": variants, "dev": [v for v in variants if v[1] != "sft"]},
+              "prompt_set_sources": {"eval": "world", "dev": "world"}, "reward_models": RMS,
+              "max_new_tokens": 16}
+    if with_meta:
+        params["pair_meta"] = META
+    names = ["summary_csv", "summary_md", "reward_plot", "diagnostics_plot", "delta_csv", "delta_plot",
+             "training_plot", "published_csv", "study_csv", "study_md"]
+    outputs = {n: str(tmp_path / "report" / n.replace("_csv", ".csv").replace("_md", ".md")
+                      .replace("_plot", ".png")) for n in names}
+    build_report(inputs, outputs, params)
+    for n in names:
+        assert (tmp_path / "report").joinpath(outputs[n].rsplit("/", 1)[1]).exists(), n
+    study = pd.read_csv(outputs["study_csv"])
+    if not with_meta:
+        assert study.empty
+        return
+    small = study[study.pair == "dpo_f0.1"].iloc[0]
+    assert small.best_alpha == 2.0 and small.gold_expo == pytest.approx(0.7)
+    # per-prompt differences are constant, so the paired CIs collapse onto the point estimates
+    assert (small.gold_gain, small.gold_gain_ci_low, small.gold_gain_ci_high) == pytest.approx((0.4,) * 3)
+    assert (small.gold_expo_minus_full_ci_low, small.gold_expo_minus_full_ci_high) == pytest.approx((0.1, 0.1))
+    assert study[study.pair == "dpo_f1.0"].best_alpha.iloc[0] == 0.0
