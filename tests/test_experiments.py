@@ -1,0 +1,204 @@
+"""The experiment configs in experiments/ plan exactly the jobs they should (dry runs only).
+
+Each test runs ``python -m snakemake --configfile experiments/<name>.yaml --summary`` in a throwaway
+copy of the workflow (so nothing is written into the repository's results/ or .snakemake/) and
+compares the planned output files, grouped by rule, with the job list the experiment describes:
+one checkpoint job per hub/local/GGUF model, one extrapolation per α (and layer scheme) per pair,
+one generation per variant per prompt set (the dev set: aligned baselines and uniform α only), one
+score per generation per reward model (the gold reward only on world prompt sets).
+
+``--summary`` lists every output file of the plan with the rule that makes it: exact paths, not
+counts parsed from a human-readable table.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+WORKFLOW_PARTS = ("Snakefile", "config.yaml", "rules", "schemas", "workflow_scripts", "resources",
+                  "envs", "profiles", "report", "experiments")
+
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory) -> Path:
+    """The workflow's files (no results, no tests) in a temporary folder."""
+    root = tmp_path_factory.mktemp("wf")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, root / part, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, root / part)
+    return root
+
+
+def plan(root: Path, experiment: str) -> dict[str, set[str]]:
+    """Output files of the dry-run plan, by rule (paths relative to results/<experiment>/)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--configfile", f"experiments/{experiment}.yaml",
+         "--summary", "--cores", "1"],
+        cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"dry run of {experiment} failed:\n{proc.stderr[-4000:]}"
+    lines = [ln.split("\t") for ln in proc.stdout.splitlines() if "\t" in ln]
+    assert lines and lines[0][:3] == ["output_file", "date", "rule"], proc.stdout[:500]
+    prefix = f"results/{experiment}/"
+    out: dict[str, set[str]] = defaultdict(set)
+    for row in lines[1:]:
+        path, rule = row[0], row[2]
+        assert path.startswith(prefix) or path.startswith("report"), f"{path} is outside {prefix}"
+        out[rule].add(path[len(prefix):])
+    return out
+
+
+def files_under(jobs: dict[str, set[str]], rule: str, folder: str) -> set[str]:
+    return {p[len(folder) + 1:] for p in jobs[rule] if p.startswith(folder + "/")}
+
+
+def expected_variants(pairs: dict, *, dev: bool = False, schemes: dict | None = None) -> set[str]:
+    """``group/variant`` names answered on a prompt set (see rules/common.smk: variants_for)."""
+    out = set()
+    for name, p in pairs.items():
+        out.add(f"base/{p['aligned']}")
+        if not dev:
+            out.add(f"base/{p['sft']}")
+            out |= {f"{name}/scheme_{s}" for s in p.get("schemes", schemes or {})}
+        out |= {f"{name}/alpha{a}" for a in p["alphas"]}
+    return out
+
+
+def _json(names: set[str]) -> set[str]:
+    return {f"{n}.json" for n in names}
+
+
+# ------------------------------------------------------------------------------ the paper's studies
+
+ZEPHYR_PAIRS = {
+    "dpo_0.05": {"sft": "zephyr_sft", "aligned": "zephyr_0.05", "alphas": ["10", "15", "20", "25", "30"]},
+    "dpo_0.1": {"sft": "zephyr_sft", "aligned": "zephyr_0.1", "alphas": ["2", "4", "6", "8", "10"]},
+    "dpo_0.2": {"sft": "zephyr_sft", "aligned": "zephyr_0.2", "alphas": ["1", "1.5", "2", "2.5", "3"]},
+    "dpo_0.4": {"sft": "zephyr_sft", "aligned": "zephyr_0.4", "alphas": ["0.1", "0.3", "0.5", "0.7", "1"]},
+    "dpo_full": {"sft": "zephyr_sft", "aligned": "zephyr_dpo", "alphas": ["0.1", "0.2", "0.3", "0.4", "0.5"]},
+}
+PUBLISHED_ALPHA = {"dpo_0.05": "25", "dpo_0.1": "8", "dpo_0.2": "2.5", "dpo_0.4": "0.5", "dpo_full": "0.3"}
+
+
+def test_zephyr_controlled_plan(workflow_copy):
+    jobs = plan(workflow_copy, "zephyr_controlled")
+    assert set(jobs) == {"checkpoint_model", "prompt_set", "extrapolate_alpha", "generate", "score", "report"}
+    assert jobs["checkpoint_model"] == {f"checkpoints/{m}" for m in (
+        "zephyr_sft", "zephyr_0.05", "zephyr_0.1", "zephyr_0.2", "zephyr_0.4", "zephyr_dpo", "rm_mistral")}
+    manifests = files_under(jobs, "extrapolate_alpha", "manifests")
+    assert manifests == {f"{p}/alpha{a}.json" for p, s in ZEPHYR_PAIRS.items() for a in s["alphas"]}
+    assert len(manifests) == 25
+    for pair, alpha in PUBLISHED_ALPHA.items():   # every sweep contains the paper's α
+        assert f"{pair}/alpha{alpha}.json" in manifests
+    assert jobs["prompt_set"] == {"prompts/alpaca_eval.jsonl", "prompts/uf_dev.jsonl"}
+    assert files_under(jobs, "generate", "generations/alpaca_eval") == _json(expected_variants(ZEPHYR_PAIRS))
+    assert files_under(jobs, "generate", "generations/uf_dev") == _json(expected_variants(ZEPHYR_PAIRS, dev=True))
+    assert len(jobs["generate"]) == (6 + 25) + (5 + 25)
+    assert jobs["score"] == {"/".join(["scores", g.split("/")[1], "rm", *g.split("/")[2:]]) for g in jobs["generate"]}
+    assert len(jobs["score"]) == len(jobs["generate"])
+
+
+def test_zephyr_controlled_publishes_every_pair():
+    cfg = yaml.safe_load((REPO / "experiments/zephyr_controlled.yaml").read_text())
+    import csv
+
+    rows = list(csv.DictReader(open(REPO / "resources/expo_published_results.csv")))
+    for name, pair in cfg["pairs"].items():
+        pub = pair["published"]
+        alphas = {float(r["alpha"]) for r in rows
+                  if r["sft_model"] == pub["sft_model"] and r["aligned_model"] == pub["aligned_model"]}
+        assert alphas, f"pair {name}: no published row for {pub}"
+        assert alphas <= {float(a) for a in pair["alphas"]}, f"pair {name}: published α {alphas} not swept"
+        assert cfg["models"][pair["aligned"]]["repo"] == pub["aligned_model"]
+    assert cfg["decoding"]["preset"] == "paper"
+    assert cfg["extrapolation"]["keep_extrapolated"] is False
+
+
+def test_seed_report_plan(workflow_copy):
+    jobs = plan(workflow_copy, "seed_report")
+    assert jobs["checkpoint_model"] == {"checkpoints/zephyr_sft", "checkpoints/zephyr_0.05", "checkpoints/rm_mistral"}
+    assert files_under(jobs, "extrapolate_alpha", "manifests") == {"dpo_0.05/alpha12.json"}
+    assert files_under(jobs, "extrapolate_scheme", "manifests") == {"dpo_0.05/scheme_thirds_5_10_15.json"}
+    variants = {"base/zephyr_sft", "base/zephyr_0.05", "dpo_0.05/alpha12", "dpo_0.05/scheme_thirds_5_10_15"}
+    assert files_under(jobs, "generate", "generations/alpaca_eval") == _json(variants)
+    assert files_under(jobs, "score", "scores/alpaca_eval/rm") == _json(variants)
+    assert "train_model" not in jobs and "world_data" not in jobs
+
+
+def test_openchat_starling_plan(workflow_copy):
+    jobs = plan(workflow_copy, "openchat_starling")
+    assert jobs["checkpoint_model"] == {"checkpoints/openchat", "checkpoints/starling", "checkpoints/rm_mistral"}
+    alphas = ["0.1", "0.3", "0.5", "0.7"]
+    assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"starling/alpha{a}.json" for a in alphas}
+    pairs = {"starling": {"sft": "openchat", "aligned": "starling", "alphas": alphas}}
+    for ps in ("alpaca_eval", "mt_bench"):
+        assert files_under(jobs, "generate", f"generations/{ps}") == _json(expected_variants(pairs))
+        assert files_under(jobs, "score", f"scores/{ps}/rm") == _json(expected_variants(pairs))
+    assert files_under(jobs, "generate", "generations/uf_dev") == _json(expected_variants(pairs, dev=True))
+    assert len(jobs["generate"]) == 6 + 6 + 5 == len(jobs["score"])
+
+
+# ------------------------------------------------------------------------------ the offline real model
+
+def test_smollm2_offline_plan(workflow_copy):
+    jobs = plan(workflow_copy, "smollm2_offline")
+    assert jobs["checkpoint_model"] == {"checkpoints/smollm2", "checkpoints/minilm"}
+    assert jobs["train_model"] == {"trained/smollm2_dpo", "trained/minilm_rm"}
+    assert files_under(jobs, "world_data", "world/data") == {"sft.jsonl", "prefs.jsonl", "eval.jsonl", "dev.jsonl"}
+    assert "world_tokenizer" not in jobs   # SmolLM2 and MiniLM bring their own tokenizers
+    alphas = ["0.5", "1", "2", "4"]
+    assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"dpo/alpha{a}.json" for a in alphas}
+    assert files_under(jobs, "extrapolate_scheme", "manifests") == {"dpo/scheme_thirds.json"}
+    pairs = {"dpo": {"sft": "smollm2", "aligned": "smollm2_dpo", "alphas": alphas, "schemes": ["thirds"]}}
+    full, dev = _json(expected_variants(pairs)), _json(expected_variants(pairs, dev=True))
+    assert files_under(jobs, "generate", "generations/mt_bench") == full
+    assert files_under(jobs, "generate", "generations/eval") == full
+    assert files_under(jobs, "generate", "generations/dev") == dev
+    # gold reward only on world tasks; the MiniLM reward everywhere
+    assert files_under(jobs, "score", "scores/mt_bench/minilm") == full
+    assert not files_under(jobs, "score", "scores/mt_bench/gold")
+    for rm in ("gold", "minilm"):
+        assert files_under(jobs, "score", f"scores/eval/{rm}") == full
+        assert files_under(jobs, "score", f"scores/dev/{rm}") == dev
+    assert len(jobs["score"]) == 7 + 2 * 7 + 2 * 5
+
+
+def test_smollm2_offline_never_trains_on_evaluated_prompts():
+    cfg = yaml.safe_load((REPO / "experiments/smollm2_offline.yaml").read_text())
+    trained_on = {cfg["datasets"][m["data"]]["file"] for m in cfg["models"].values() if m["source"] == "train"}
+    evaluated = {ps.get("split") for ps in cfg["prompt_sets"].values() if ps["source"] == "world"}
+    assert trained_on == {"prefs"} and evaluated == {"eval", "dev"}
+    assert cfg["evaluation"]["primary_reward"] == "gold"
+    assert all(rm.get("label") for rm in cfg["reward_models"].values())
+
+
+# ------------------------------------------------------------------------------ every experiment
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_replaces_the_default_config(workflow_copy, experiment):
+    """--configfile replaces config.yaml: nothing from the demo experiment leaks into the plan."""
+    cfg = yaml.safe_load((REPO / "experiments" / f"{experiment}.yaml").read_text())
+    assert cfg["experiment"] == experiment, "the experiment name should match the file name"
+    jobs = plan(workflow_copy, experiment)
+    models = set(cfg["models"])
+    built = {p.split("/")[1] for r in ("checkpoint_model", "train_model") for p in jobs.get(r, ())}
+    assert built <= models, f"models not in {experiment}.yaml were planned: {sorted(built - models)}"
+    groups = {p.split("/")[2] for p in jobs["generate"]}
+    assert groups <= set(cfg["pairs"]) | {"base"}
+    prompt_sets = {p.split("/")[1] for p in jobs["generate"]}
+    assert prompt_sets == set(cfg["prompt_sets"])
+    scorers = {p.split("/")[2] for p in jobs["score"]}
+    assert scorers == set(cfg["reward_models"])
+    assert ("world_data" in jobs) == ("world" in cfg)
