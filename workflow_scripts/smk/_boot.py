@@ -1,5 +1,11 @@
-"""Make the repository importable from a Snakemake `script:` and set up logging and threads."""
+"""Make the repository importable from a Snakemake `script:`, send all output to the rule's log,
+and bound threads.
 
+Everything a job prints (our logging, library warnings, tqdm progress bars, C-level messages) goes
+to the rule's `log:` file, so a failed job's log tells the whole story (`--show-failed-logs`).
+"""
+
+import os
 import sys
 from pathlib import Path
 
@@ -10,5 +16,11 @@ def boot(snakemake):
         sys.path.insert(0, root)
     from workflow_scripts.common import set_threads, setup_logging
 
-    setup_logging(snakemake.log[0] if snakemake.log else None)
+    if snakemake.log:
+        log = Path(snakemake.log[0])
+        log.parent.mkdir(parents=True, exist_ok=True)
+        stream = open(log, "a", buffering=1, encoding="utf-8")
+        os.dup2(stream.fileno(), 2)
+        sys.stderr = stream
+    setup_logging(None)
     set_threads(snakemake.threads)
