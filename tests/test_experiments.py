@@ -158,7 +158,7 @@ def test_smollm2_offline_plan(workflow_copy):
     assert jobs["train_model"] == {"trained/smollm2_dpo", "trained/minilm_rm"}
     assert files_under(jobs, "world_data", "world/data") == {"sft.jsonl", "prefs.jsonl", "eval.jsonl", "dev.jsonl"}
     assert "world_tokenizer" not in jobs   # SmolLM2 and MiniLM bring their own tokenizers
-    alphas = ["1", "2", "4"]
+    alphas = ["2", "4"]
     assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"dpo/alpha{a}.json" for a in alphas}
     assert files_under(jobs, "extrapolate_scheme", "manifests") == {"dpo/scheme_thirds.json"}
     pairs = {"dpo": {"sft": "smollm2", "aligned": "smollm2_dpo", "alphas": alphas, "schemes": ["thirds"]}}
@@ -172,7 +172,7 @@ def test_smollm2_offline_plan(workflow_copy):
     for rm in ("gold", "minilm"):
         assert files_under(jobs, "score", f"scores/eval/{rm}") == full
         assert files_under(jobs, "score", f"scores/dev/{rm}") == dev
-    assert len(jobs["score"]) == 6 + 2 * 6 + 2 * 4
+    assert len(jobs["score"]) == 5 + 2 * 5 + 2 * 3
 
 
 def test_smollm2_offline_never_trains_on_evaluated_prompts():
