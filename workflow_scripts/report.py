@@ -124,6 +124,10 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
                     rewards = [s["reward"] for s in scores[skey]]
                     m, lo, hi = bootstrap_ci(rewards, n_boot=n_boot, seed=seed)
                     row.update({f"{rm}_mean": m, f"{rm}_ci_low": lo, f"{rm}_ci_high": hi})
+                    # extra per-answer fields of a scorer (e.g. the gold reward's parts) → means
+                    extras = sorted(set(scores[skey][0]) - {"id", "reward"}) if scores[skey] else []
+                    for field in extras:
+                        row[f"{rm}_{field}"] = float(np.mean([s[field] for s in scores[skey]]))
                     bkey = (ps, rm, *base_key)
                     if bkey in scores:
                         wr = win_rate(scores[skey], scores[bkey], n_boot=n_boot, seed=seed)
@@ -207,6 +211,10 @@ def summary_markdown(df: pd.DataFrame, params: Mapping[str, Any]) -> str:
                                                        g[f"{rm}_win_rate_ci_high"])]
         if "lc_win_rate" in g and g["lc_win_rate"].notna().any():
             table["LC win %"] = [f"{x:.1f}" if pd.notna(x) else "n/a" for x in g["lc_win_rate"]]
+        for rm in rms:  # the parts of a programmatic reward, when the scorer reports them
+            for field in ("correctness", "rambling"):
+                if f"{rm}_{field}" in g and g[f"{rm}_{field}"].notna().any():
+                    table[f"{rm} {field}"] = [f"{x:.0%}" for x in g[f"{rm}_{field}"]]
         table["tokens"] = [f"{x:.1f}" for x in g["mean_tokens"]]
         for c, name in (("restating_rate", "restating"), ("restating_only_rate", "restating only"),
                         ("repetitive_rate", "repetitive"), ("empty_rate", "empty"),
@@ -260,10 +268,16 @@ def _plt():
     return plt
 
 
-def _alpha_axis(ax) -> None:
+def _alpha_axis(ax, ticks=None) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
     ax.set_xscale("symlog", linthresh=1.0)
     ax.axvline(0.0, color="0.8", lw=0.8, zorder=0)
     ax.set_xlabel("α   (SFT = −1, aligned = 0)")
+    if ticks is not None and len(ticks):
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(ticks))))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_locator(FixedLocator([]))
 
 
 def _plot_metric(ax, g: pd.DataFrame, col: str, label: str, color, ci: bool = True) -> None:
@@ -271,8 +285,10 @@ def _plot_metric(ax, g: pd.DataFrame, col: str, label: str, color, ci: bool = Tr
     if col not in line or line[col].isna().all():
         return
     y = line[col].to_numpy(dtype=float)
-    if ci and f"{col}_ci_low" in line:
-        lo, hi = line[f"{col}_ci_low"].to_numpy(float), line[f"{col}_ci_high"].to_numpy(float)
+    # CI columns: `<rm>_ci_low` for `<rm>_mean`, `<col>_ci_low` for everything else
+    stem = col[: -len("_mean")] if col.endswith("_mean") else col
+    if ci and f"{stem}_ci_low" in line:
+        lo, hi = line[f"{stem}_ci_low"].to_numpy(float), line[f"{stem}_ci_high"].to_numpy(float)
         ax.fill_between(line.alpha, lo, hi, color=color, alpha=0.15, lw=0)
     ax.plot(line.alpha, y, "o-", color=color, label=label, ms=4)
     for _, r in line[line.kind.isin(["sft", "aligned"])].iterrows():
@@ -308,8 +324,9 @@ def plot_rewards(df: pd.DataFrame, params: Mapping[str, Any], out: str) -> None:
             _plot_metric(axes[-1][j], g, f"{primary}_win_rate", pair, c)
             axes[-1][j].axhline(50, color="0.6", ls="--", lw=0.8)
             axes[-1][j].set_ylabel(f"win % vs {params['evaluation'].get('baseline', 'aligned')} ({primary})")
+        ticks = df[(df.prompt_set == ps) & df.kind.isin(["sft", "aligned", "alpha"])].alpha
         for i in range(nrows):
-            _alpha_axis(axes[i][j])
+            _alpha_axis(axes[i][j], ticks)
             axes[i][j].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, out)
@@ -327,8 +344,9 @@ def plot_diagnostics(df: pd.DataFrame, out: str) -> None:
         for ax, (col, title) in zip(axes.flat, panels):
             _plot_metric(ax, g, col, f"{pair}/{ps}", colors[k % len(colors)])
             ax.set_title(title, fontsize=9)
+    ticks = df[df.kind.isin(["sft", "aligned", "alpha"])].alpha
     for ax in axes.flat:
-        _alpha_axis(ax)
+        _alpha_axis(ax, ticks)
         ax.legend(fontsize=6)
     fig.tight_layout()
     _save(fig, out)

@@ -71,9 +71,20 @@ def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str
     records = read_json(generations)
     ids = [str(r.get("id", i)) for i, r in enumerate(records)]
     if rm.get("type") == "gold":
-        from .world.tasks import gold_reward
+        from .world.tasks import grade
 
-        rewards = [gold_reward(r) for r in records]
+        rows = []
+        for i, r in zip(ids, records):
+            if "task" not in r:
+                raise ValueError(f"record {i!r} has no 'task' field: the gold reward only exists for "
+                                 "demo-world prompt sets")
+            g = grade(r["task"], r["instruction"], r["output"])
+            # the parts explain the reward: the report averages them into columns
+            rows.append({"id": i, "reward": g["gold"], "correctness": g["correctness"],
+                         "restated": float(g["restated"]), "rambling": float(g["rambling"])})
+        write_json(out, rows, indent=None)
+        log.info("gold-scored %d answers from %s", len(rows), Path(generations).name)
+        return
     else:
         from .score import score
 
