@@ -33,4 +33,5 @@ include: "rules/report.smk"
 rule all:
     input:
         list(REPORT_FILES.values()),
+        judge_targets(),
     default_target: True

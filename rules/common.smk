@@ -264,6 +264,18 @@ def all_scores():
             if scorable(ps, rm) for g, v in variants_for(ps)]
 
 
+def judge_annotator():
+    return (config.get("evaluation") or {}).get("alpaca_eval_judge")
+
+
+def judge_targets():
+    """Real-AlpacaEval judgements, only when an annotator is configured (costs API money)."""
+    if not judge_annotator():
+        return []
+    return [f"{R}/alpaca_eval/{ps}/{g}/{v}" for ps, spec in config["prompt_sets"].items()
+            if spec["source"] == "alpaca_eval" for g, v in variants_for(ps)]
+
+
 def all_manifests():
     return [f"{R}/manifests/{pair}/{v}.json" for pair in config["pairs"]
             for g, v in variants() if g == pair]

@@ -18,3 +18,21 @@ rule score:
         f"{ENVS}/score.yaml"
     script:
         f"{SMK}/score.py"
+
+
+rule alpaca_eval_judge:
+    """Optional: the real AlpacaEval judge (an API model) on AlpacaEval prompt sets, when
+    `evaluation.alpaca_eval_judge` names an annotator. Without the annotator's API key it records
+    `status: skipped` and succeeds, so the workflow never fails for lack of a key."""
+    input:
+        generations=f"{R}/generations/{{prompt_set}}/{{group}}/{{variant}}.json",
+    output:
+        directory(f"{R}/alpaca_eval/{{prompt_set}}/{{group}}/{{variant}}"),
+    params:
+        annotator=judge_annotator(),
+    log:
+        f"{R}/logs/alpaca_eval/{{prompt_set}}/{{group}}/{{variant}}.log",
+    conda:
+        f"{ENVS}/report.yaml"
+    script:
+        f"{SMK}/alpaca_eval_judge.py"

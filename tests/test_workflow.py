@@ -245,3 +245,13 @@ def test_changing_decoding_reruns_generation_not_extrapolation_or_training(finis
         assert jobs["report"] == 1
     finally:
         (wd / "config.yaml").write_text(original)
+
+
+def test_alpaca_eval_judge_jobs_only_when_configured(tmp_path):
+    cfg = yaml.safe_load((ROOT / "experiments" / "openchat_starling.yaml").read_text())
+    wd = make_workdir(tmp_path, cfg)
+    assert "alpaca_eval_judge" not in planned_jobs(wd)
+    cfg["evaluation"]["alpaca_eval_judge"] = "weighted_alpaca_eval_gpt4_turbo"
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # sft + aligned + 4 α on the AlpacaEval prompt set (not on MT-Bench or the dev set)
+    assert planned_jobs(wd)["alpaca_eval_judge"] == 6
