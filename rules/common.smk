@@ -135,15 +135,30 @@ def dev_prompt_set():
     return (config.get("evaluation") or {}).get("dev_prompt_set")
 
 
+def has_reference(prompt_set):
+    return bool(config["prompt_sets"][prompt_set].get("reference"))
+
+
 def variants_for(prompt_set):
     """Variants answered on a prompt set. The dev set exists to choose α, so it only needs the
     uniform-α variants and the aligned baselines they are compared with (no SFT, no schemes):
-    on a 7B model that saves hours of generation per dev set."""
+    on a 7B model that saves hours of generation per dev set. Reference outputs (e.g. GPT-4's
+    answers), when configured, are scored like a variant, group `reference`."""
+    ref = [("reference", "reference")] if has_reference(prompt_set) else []
     if prompt_set != dev_prompt_set():
-        return variants()
+        return variants() + ref
     aligned = {p["aligned"] for p in config["pairs"].values()}
     return [(g, v) for g, v in variants()
-            if (g == "base" and v in aligned) or (g != "base" and v.startswith("alpha"))]
+            if (g == "base" and v in aligned) or (g != "base" and v.startswith("alpha"))] + ref
+
+
+def reference_spec_of(wildcards):
+    spec = config["prompt_sets"][wildcards.prompt_set]
+    ref = dict(spec.get("reference") or {})
+    if spec["source"] in ("file", "world"):
+        return {"source": "file", **ref, "limit": spec.get("limit")}
+    base = {k: v for k, v in spec.items() if k not in ("reference", "split")}
+    return {**base, **ref}
 
 
 def variant_model_dir(wildcards):
@@ -360,6 +375,16 @@ def check_config():
     for name, rm in config["reward_models"].items():
         if "model" in rm:
             model_spec(rm["model"])
+    for ps, spec in config["prompt_sets"].items():
+        if spec.get("reference") is not None and spec["source"] == "ultrafeedback":
+            _err(f"prompt set {ps!r}: no reference outputs are known for ultrafeedback prompts")
+        if spec.get("reference") is not None and spec["source"] in ("file", "world") \
+                and "path" not in spec["reference"]:
+            _err(f"prompt set {ps!r}: reference outputs for a {spec['source']} prompt set need "
+                 "`reference: {path: answers.jsonl}` (ids and instructions matching the prompts)")
+    ev = config.get("evaluation") or {}
+    if ev.get("baseline") == "reference" and not any(has_reference(ps) for ps in config["prompt_sets"]):
+        _err("evaluation.baseline is 'reference' but no prompt set has `reference:` outputs")
     if uses_world() and "world" not in config:
         _err("a dataset, prompt set or model uses the demo world but the config has no `world:`")
     ev = config.get("evaluation", {})
@@ -379,7 +404,7 @@ wildcard_constraints:
     scheme=NAME_REGEX,
     prompt_set=regex_of(config["prompt_sets"]),
     rm=regex_of(config["reward_models"]),
-    group=regex_of(list(config["pairs"]) + ["base"]),
+    group=regex_of(list(config["pairs"]) + ["base", "reference"]),
     variant=r"[A-Za-z0-9][A-Za-z0-9_.\-]*",
     model=NAME_REGEX,
 

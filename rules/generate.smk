@@ -29,9 +29,26 @@ rule generate:
         f"{R}/logs/generate/{{prompt_set}}/{{group}}/{{variant}}.log",
     benchmark:
         f"{R}/benchmarks/generate/{{prompt_set}}/{{group}}/{{variant}}.tsv"
+    wildcard_constraints:
+        group=regex_of(list(config["pairs"]) + ["base"]),
     resources:
         gpu=1,
     conda:
         f"{ENVS}/generate.yaml"
     script:
         f"{SMK}/generate.py"
+
+
+rule reference_outputs:
+    """Reference answers (GPT-4's on MT-Bench / AlpacaEval, or a file) in the generations format,
+    so they are scored by the same rules and can serve as the win-rate baseline."""
+    output:
+        f"{R}/generations/{{prompt_set}}/reference/reference.json",
+    params:
+        spec=reference_spec_of,
+    log:
+        f"{R}/logs/reference/{{prompt_set}}.log",
+    conda:
+        f"{ENVS}/generate.yaml"
+    script:
+        f"{SMK}/reference.py"

@@ -148,8 +148,21 @@ def test_dry_run_plans_one_job_per_alpha_and_scheme(tmp_path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """The small world run end to end once; also checks that a killed job leaves nothing finished."""
-    wd = make_workdir(tmp_path_factory.mktemp("e2e"), yaml.safe_load(SMALL.read_text()))
+    cfg = yaml.safe_load(SMALL.read_text())
+    wd = make_workdir(tmp_path_factory.mktemp("e2e"), cfg)
     results = wd / "results" / "small"
+    # Reference outputs for the eval prompts (perfect answers), scored like a variant.
+    import random
+
+    from workflow_scripts.world.tasks import build_world, correct_answer
+    w = cfg["world"]
+    world = build_world(w["seed"], w["n_sft"], w["n_pref"], w["n_eval"], w["n_dev"])
+    rng = random.Random(0)
+    refs = [{"id": r["id"], "instruction": r["instruction"], "task": r["task"],
+             "output": correct_answer(r["task"], rng), "generator": "oracle"} for r in world["eval"]]
+    (wd / "ref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    cfg["prompt_sets"]["eval"]["reference"] = {"path": "ref.jsonl"}
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     # Interrupt the run while the SFT model trains: no finished-looking checkpoint may remain.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -158,7 +171,8 @@ def finished_run(tmp_path_factory):
                             start_new_session=True)
     sft_log = results / "logs" / "train" / "sft.log"
     deadline = time.time() + 300
-    while time.time() < deadline and not (sft_log.exists() and "it/s]" in sft_log.read_text()):
+    while time.time() < deadline and proc.poll() is None and \
+            not (sft_log.exists() and "it/s]" in sft_log.read_text()):
         time.sleep(0.2)  # tqdm progress of the SFT trainer: the job is mid-training
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -184,14 +198,18 @@ def test_end_to_end_report(finished_run):
         assert (report / name).stat().st_size > 0, name
     df = pd.read_csv(report / "summary.csv")
     ev = df[df.prompt_set == "eval"]
-    assert list(ev.variant) == ["sft (sft)", "aligned (dpo)", "α=1", "α=4", "thirds"]
-    assert list(ev.kind) == ["sft", "aligned", "alpha", "alpha", "scheme"]
+    assert list(ev.variant) == ["sft (sft)", "aligned (dpo)", "α=1", "α=4", "thirds", "reference outputs"]
+    assert list(ev.kind) == ["sft", "aligned", "alpha", "alpha", "scheme", "reference"]
+    ref = ev[ev.kind == "reference"].iloc[0]
+    assert ref.gold_mean == pytest.approx(1.0)  # the oracle answers are perfect
+    assert ref.gold_win_rate >= 50.0
     assert ev.alpha.tolist()[:4] == [-1.0, 0.0, 1.0, 4.0]
     aligned = ev[ev.kind == "aligned"].iloc[0]
     assert aligned.gold_win_rate == pytest.approx(50.0)  # the baseline against itself
-    for col in ("rm_mean", "gold_mean", "gold_win_rate", "mean_tokens", "restating_rate",
-                "restating_only_rate", "repetitive_rate"):
+    for col in ("rm_mean", "gold_mean", "gold_win_rate", "restating_rate", "restating_only_rate",
+                "repetitive_rate"):
         assert ev[col].notna().all(), col
+    assert ev[ev.kind != "reference"].mean_tokens.notna().all()  # references carry no token counts
     assert (ev.gold_ci_low <= ev.gold_mean).all() and (ev.gold_mean <= ev.gold_ci_high).all()
     dev = df[df.prompt_set == "dev"]
     assert set(dev.kind) == {"aligned", "alpha"}

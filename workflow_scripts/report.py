@@ -52,7 +52,10 @@ def _parse_score_path(path: str) -> tuple[str, str, str, str]:
 
 
 def variant_alpha(group: str, variant: str, pair: Mapping[str, str]) -> float:
-    """α of a variant on the extrapolation line (SFT −1, aligned 0); NaN for layer schemes."""
+    """α of a variant on the extrapolation line (SFT −1, aligned 0); NaN for layer schemes and
+    reference outputs."""
+    if group == "reference":
+        return math.nan
     if group == "base":
         return -1.0 if variant == pair["sft"] else 0.0
     if variant.startswith("alpha"):
@@ -61,6 +64,8 @@ def variant_alpha(group: str, variant: str, pair: Mapping[str, str]) -> float:
 
 
 def variant_kind(group: str, variant: str, pair: Mapping[str, str]) -> str:
+    if group == "reference":
+        return "reference"
     if group == "base":
         return "sft" if variant == pair["sft"] else "aligned"
     return "alpha" if variant.startswith("alpha") else "scheme"
@@ -69,6 +74,8 @@ def variant_kind(group: str, variant: str, pair: Mapping[str, str]) -> str:
 def display_name(kind: str, variant: str, alpha: float) -> str:
     if kind in ("sft", "aligned"):
         return f"{kind} ({variant})"
+    if kind == "reference":
+        return "reference outputs"
     if kind == "alpha":
         return f"α={variant[len('alpha'):]}"
     return variant[len("scheme_"):] if variant.startswith("scheme_") else variant
@@ -78,7 +85,7 @@ def _pair_variants(pair_name: str, pair: Mapping[str, str],
                    variants: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
     out = [("base", pair["sft"]), ("base", pair["aligned"])]
     out += [(g, v) for g, v in variants if g == pair_name]
-    return out
+    return out + [("reference", "reference")]
 
 
 # ------------------------------------------------------------------------------- the table
@@ -99,12 +106,14 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
     for pair_name, pair in params["pairs"].items():
         pvars = _pair_variants(pair_name, pair, params["variants"])
         for ps in params["prompt_sets"]:
-            base_key = ("base", pair[baseline_side])
+            base_key = (("reference", "reference") if baseline_side == "reference"
+                        else ("base", pair[baseline_side]))
             wanted = params.get("variants_by_prompt_set", {}).get(ps)
             for group, variant in pvars:
                 gkey = (ps, group, variant)
-                if wanted is not None and [group, variant] not in [list(x) for x in wanted]:
-                    continue  # e.g. the dev set answers only what choosing α needs
+                if (wanted is not None or group == "reference") and \
+                        [group, variant] not in [list(x) for x in (wanted or [])]:
+                    continue  # the dev set answers only what choosing α needs; references if configured
                 if gkey not in generations:
                     raise ValueError(f"no generations for {gkey}")
                 recs = generations[gkey]
@@ -130,7 +139,13 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
                         row[f"{rm}_{field}"] = float(np.mean([s[field] for s in scores[skey]]))
                     bkey = (ps, rm, *base_key)
                     if bkey in scores:
-                        wr = win_rate(scores[skey], scores[bkey], n_boot=n_boot, seed=seed)
+                        # references may cover only some prompts (MT-Bench: 30 of 80): compare
+                        # on the prompts both have
+                        mine = {s["id"]: s["reward"] for s in scores[skey]}
+                        theirs = {s["id"]: s["reward"] for s in scores[bkey]}
+                        common = [i for i in mine if i in theirs]
+                        wr = win_rate({i: mine[i] for i in common}, {i: theirs[i] for i in common},
+                                      n_boot=n_boot, seed=seed)
                         row.update({f"{rm}_win_rate": wr["win_rate"],
                                     f"{rm}_win_rate_ci_low": wr["win_rate_ci_low"],
                                     f"{rm}_win_rate_ci_high": wr["win_rate_ci_high"]})
@@ -297,6 +312,11 @@ def _plot_metric(ax, g: pd.DataFrame, col: str, label: str, color, ci: bool = Tr
     if not chosen.empty:
         ax.plot(chosen.alpha, chosen[col], "*", color=color, ms=13, mec="k",
                 label=f"{label}: α chosen on dev")
+    for _, r in g[g.kind == "reference"].iterrows():
+        if pd.notna(r[col]):
+            ax.axhline(r[col], color=color, ls=":", lw=1)
+            ax.annotate("reference", (line.alpha.min() if len(line) else 0, r[col]),
+                        textcoords="offset points", xytext=(2, 3), fontsize=7)
     schemes = g[g.kind == "scheme"]
     for _, r in schemes.iterrows():
         x = line.alpha.max() * 1.4 if len(line) else 1.0
