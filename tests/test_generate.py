@@ -133,8 +133,9 @@ def test_prompt_rendering_uses_chat_template_once(model_dir):
     tok = AutoTokenizer.from_pretrained(model_dir)
     ids = render_prompt_ids(tok, "list three colors")
     assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
-    text = tok.decode(ids)
-    assert text.endswith("<|assistant|>\n") and "<|user|>\nlist three colors<|end|>" in text
+    # the assistant turn is opened, and the only text is the instruction (template-agnostic)
+    assert ids[-1] == tok.convert_tokens_to_ids("<|assistant|>")
+    assert tok.decode(ids, skip_special_tokens=True).strip() == "list three colors"
     # the official apply_chat_template(tokenize=True) gives the same ids
     ref = tok.apply_chat_template([{"role": "user", "content": "list three colors"}],
                                   tokenize=True, add_generation_prompt=True)

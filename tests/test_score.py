@@ -69,8 +69,8 @@ def test_exactly_one_bos(which, tiny_tokenizer_dir, bos_tokenizer_dir):
     for row in ids:
         assert row.count(tok.bos_token_id) == 1 and row[0] == tok.bos_token_id
     text = format_for_rm(tok, "list three colors", "red blue green")
-    assert text.count("<|user|>\nlist three colors<|end|>") == 1
-    assert "<|assistant|>\nred blue green<|end|>" in text
+    assert text.count("<|user|>") == 1 and text.count("list three colors") == 1
+    assert text.count("<|assistant|>") == 1 and text.rstrip().endswith("red blue green<|end|>")
 
 
 def test_matches_the_official_expo_formatting_for_bos_adding_tokenizers(bos_tokenizer_dir):

@@ -139,6 +139,25 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def read_records(path: str | os.PathLike, what: str = "records") -> list[dict]:
+    """A list of JSON objects from a JSON list file or a JSONL file (prompt sets, preference data,
+    reference answers): users hand us both, and each stage must accept either the same way."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} file {path} does not exist")
+    text = path.read_text(encoding="utf-8").lstrip()
+    if path.suffix == ".json" or text.startswith("["):
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of objects")
+    else:
+        data = read_jsonl(path)
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: entry #{i} is not a JSON object")
+    return data
+
+
 def cuda_available() -> bool:
     """True only when torch sees a usable CUDA device.
 

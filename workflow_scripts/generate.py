@@ -27,7 +27,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .common import cuda_available, pick_device, read_json, read_jsonl, setup_logging, write_json
+from .common import cuda_available, pick_device, read_records, setup_logging, write_json
 from .decoding import (PresenceFrequencyPenaltyLogitsProcessor, hf_generation_kwargs,
                        resolve_decoding, vllm_sampling_kwargs)
 
@@ -282,13 +282,7 @@ def write_generations(records: Iterable[Mapping[str, Any]], path: str | Path) ->
 
 def read_prompts(path: str | Path) -> list[dict]:
     """A prompt set file: JSONL (the stage's own format) or a JSON list."""
-    path = Path(path)
-    if path.suffix == ".json":
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of prompt records")
-        return data
-    return read_jsonl(path)
+    return read_records(path, "prompt")
 
 
 def main(argv: list[str] | None = None) -> None:

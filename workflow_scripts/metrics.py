@@ -65,14 +65,12 @@ import contextlib
 import functools
 import importlib.metadata
 import logging
-import math
 import os
 import re
 import sys
 import types
 import unicodedata
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 

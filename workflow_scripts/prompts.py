@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .common import read_json, read_jsonl, setup_logging, write_json, write_jsonl
+from .common import read_json, read_jsonl, read_records, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +101,7 @@ def hub_file(repo_id: str, filename: str, *, revision: str | None = None,
 
 
 def _load_records_file(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise ValueError(f"prompt file {path} does not exist")
-    text = path.read_text(encoding="utf-8").lstrip()
-    if path.suffix == ".json" or text.startswith("["):
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of objects")
-    else:
-        data = read_jsonl(path)
-    for i, row in enumerate(data):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: entry #{i} is not a JSON object")
-    return data
+    return read_records(path, "prompt")
 
 
 def _instruction_of(row: Mapping[str, Any], where: str) -> str:

@@ -205,7 +205,7 @@ def summary_markdown(df: pd.DataFrame, params: Mapping[str, Any]) -> str:
     rms = [rm for rm in params["reward_models"] if f"{rm}_mean" in df.columns]
     primary = ev["primary_reward"]
     base = ev.get("baseline", "aligned")
-    lines = [f"# ExPO report", ""]
+    lines = ["# ExPO report", ""]
     for rm in rms:
         lines.append(f"- **{rm}**: {params['reward_models'][rm]['label']}")
     lines += [f"- win rates: each variant's answer vs the **{base}** model's answer to the same "

@@ -40,7 +40,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .common import (atomic_dir, pick_device, read_json, read_jsonl, set_threads, setup_logging,
+from .common import (atomic_dir, pick_device, read_json, read_records, set_threads, setup_logging,
                      write_json)
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,7 @@ def load_rows(data: DataSpec) -> list[dict]:
         extra = {k: v for k, v in data.items() if k not in ("source", "name", "split")}
         ds = _load_hub_dataset(data["name"], data.get("split", "train"), **extra)
         return [_from_message_format(dict(r)) for r in ds]
-    path = Path(data)
-    if not path.exists():
-        raise ValueError(f"data file {path} does not exist")
-    if path.suffix == ".json":
-        rows = read_json(path)
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a JSON list of objects")
-        return rows
-    return read_jsonl(path)
+    return read_records(data, "data")
 
 
 def validate_columns(rows: Sequence[dict], columns: Sequence[str], source: str) -> None:
