@@ -412,6 +412,15 @@ def _timing_callback():
     return _Timer()
 
 
+def _fit(trainer) -> tuple[float, float]:
+    """Run ``trainer.train()`` with the libraries' expected warnings quieted; return the wall-clock
+    (start, end) the manifest's timing summary needs. One place for every trainer we run."""
+    t0 = time.perf_counter()
+    with _quiet_library_warnings():
+        trainer.train()
+    return t0, time.perf_counter()
+
+
 def _timing_summary(timer, t_start: float, t_train_begin: float, t_train_end: float) -> dict:
     st = timer.step_times
     return {
@@ -504,10 +513,7 @@ def train_sft(model_init: dict | PathLike, tokenizer_dir: PathLike, data: PathLi
         timer = _timing_callback()
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
                              callbacks=[timer])
-        t0 = time.perf_counter()
-        with _quiet_library_warnings():
-            trainer.train()
-        t1 = time.perf_counter()
+        t0, t1 = _fit(trainer)
     history = step_history(trainer.state.log_history)
     manifest = {
         "stage": "sft",
@@ -636,10 +642,7 @@ def train_reward(model_init: dict | PathLike, tokenizer_dir: PathLike, data: Dat
         timer = _timing_callback()
         trainer = RewardTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
                                 callbacks=[timer])
-        t0 = time.perf_counter()
-        with _quiet_library_warnings():
-            trainer.train()
-        t1 = time.perf_counter()
+        t0, t1 = _fit(trainer)
     model = trainer.model
     history = step_history(trainer.state.log_history)
     manifest = {
@@ -786,10 +789,7 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
                             remove_unused_columns=False)
             trainer = CPOTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
                                  peft_config=peft_config, callbacks=[timer])
-        t0 = time.perf_counter()
-        with _quiet_library_warnings():
-            trainer.train()
-        t1 = time.perf_counter()
+        t0, t1 = _fit(trainer)
 
     history = step_history(trainer.state.log_history)
     model = trainer.model
