@@ -109,10 +109,12 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
             base_key = (("reference", "reference") if baseline_side == "reference"
                         else ("base", pair[baseline_side]))
             wanted = params.get("variants_by_prompt_set", {}).get(ps)
+            # without the rule's list every variant is expected, except reference outputs
+            wanted = ({tuple(x) for x in wanted} if wanted is not None else
+                      {v for v in pvars if v[0] != "reference"})
             for group, variant in pvars:
                 gkey = (ps, group, variant)
-                if (wanted is not None or group == "reference") and \
-                        [group, variant] not in [list(x) for x in (wanted or [])]:
+                if (group, variant) not in wanted:
                     continue  # the dev set answers only what choosing α needs; references if configured
                 if gkey not in generations:
                     raise ValueError(f"no generations for {gkey}")

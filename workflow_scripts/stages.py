@@ -71,25 +71,21 @@ def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str
     records = read_json(generations)
     ids = [str(r.get("id", i)) for i, r in enumerate(records)]
     if rm.get("type") == "gold":
-        from .world.tasks import grade
+        from .world.tasks import grade_record
 
         rows = []
         for i, r in zip(ids, records):
-            if "task" not in r:
-                raise ValueError(f"record {i!r} has no 'task' field: the gold reward only exists for "
-                                 "demo-world prompt sets")
-            g = grade(r["task"], r["instruction"], r["output"])
+            g = grade_record(r)
             # the parts explain the reward: the report averages them into columns
             rows.append({"id": i, "reward": g["gold"], "correctness": g["correctness"],
                          "restated": float(g["restated"]), "rambling": float(g["rambling"])})
-        write_json(out, rows, indent=None)
-        log.info("gold-scored %d answers from %s", len(rows), Path(generations).name)
-        return
     else:
         from .score import score
 
         if rm_dir is None:
             raise ValueError("a model reward needs its checkpoint folder")
         rewards = score(rm_dir, records, trust_remote_code=bool(rm.get("trust_remote_code")))
-    write_json(out, [{"id": i, "reward": float(x)} for i, x in zip(ids, rewards)], indent=None)
-    log.info("scored %d answers from %s", len(records), Path(generations).name)
+        rows = [{"id": i, "reward": float(x)} for i, x in zip(ids, rewards)]
+    write_json(out, rows, indent=None)
+    log.info("scored %d answers from %s (%s)", len(rows), Path(generations).name,
+             rm.get("type", "model"))

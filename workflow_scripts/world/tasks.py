@@ -222,12 +222,17 @@ def grade(task: dict, instruction: str, output: str) -> dict:
             "restated_only": restated and not words, "rambling": rambling}
 
 
-def gold_reward(record: dict) -> float:
-    """Gold reward of a generation record that carries the world's ``task`` metadata."""
+def grade_record(record: dict) -> dict:
+    """:func:`grade` of a generation record that carries the world's ``task`` metadata."""
     if "task" not in record:
         raise ValueError(f"record {record.get('id')!r} has no 'task' field: gold reward only exists "
                          "for demo-world prompt sets")
-    return grade(record["task"], record["instruction"], record["output"])["gold"]
+    return grade(record["task"], record["instruction"], record["output"])
+
+
+def gold_reward(record: dict) -> float:
+    """Gold reward of a generation record that carries the world's ``task`` metadata."""
+    return grade_record(record)["gold"]
 
 
 # ---------------------------------------------------------------------------------------------
