@@ -190,8 +190,9 @@ def main() -> None:
     ap.add_argument("--size-gb", type=float, default=1.0, help="bf16 size of each synthetic model (default 1.0)")
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temp dir in /tmp)")
-    ap.add_argument("--repeats", type=int, default=1, help="run floor and engine this many times (min reported)")
+    ap.add_argument("--repeats", type=int, default=3, help="run floor and engine this many times (min reported)")
     ap.add_argument("--threads", type=int, default=None, help="--threads for our engine")
+    ap.add_argument("--skip-numpy", action="store_true", help="don't also time the engine with EXPO_KERNELS=numpy")
     ap.add_argument("--skip-plain", action="store_true")
     ap.add_argument("--skip-mergekit", action="store_true")
     ap.add_argument("--mergekit-python", default="/tmp/venv_mergekit/bin/python")
@@ -215,26 +216,34 @@ def main() -> None:
               f"built in {time.perf_counter() - t0:.0f} s under {root}", flush=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
         inputs = sorted(sft.glob("*.safetensors")) + sorted(aligned.glob("*.safetensors"))
+        os.sync()  # flush the freshly built pair now, not in the background of the first timings
         warm([sft, aligned])
 
-        runs: dict[str, list[dict]] = {"io_floor": [], "ours": []}
+        runs: dict[str, list[dict]] = {"io_floor": [], "ours": [], "ours_numpy": []}
         engine_cmd = [sys.executable, "-m", "workflow_scripts.extrapolate", "--sft", str(sft), "--aligned",
                       str(aligned), "--alpha", str(args.alpha), "--out", str(root / "out_ours")]
         if args.threads:
             engine_cmd += ["--threads", str(args.threads)]
+        numpy_cmd = [str(root / "out_numpy") if x == str(root / "out_ours") else x for x in engine_cmd]
         for rep in range(args.repeats):
-            shutil.rmtree(root / "out_ours", ignore_errors=True)
+            for d in ("out_ours", "out_numpy"):
+                shutil.rmtree(root / d, ignore_errors=True)
             (root / "floor.bin").unlink(missing_ok=True)
             runs["io_floor"].append(measure([sys.executable, "-c", FLOOR_CODE, str(total), str(root / "floor.bin"),
                                              *map(str, inputs)], env))
             runs["ours"].append(measure(engine_cmd, env))
-            print(f"  rep {rep + 1}: floor {runs['io_floor'][-1]['wall']:.2f} s, ours {runs['ours'][-1]['wall']:.2f} s",
+            if not args.skip_numpy:  # the same engine with the fused C kernel switched off
+                runs["ours_numpy"].append(measure(numpy_cmd, {**env, "EXPO_KERNELS": "numpy"}))
+            print(f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.2f} s" for k, v in runs.items() if v),
                   flush=True)
         (root / "floor.bin").unlink(missing_ok=True)
-        if runs["ours"][-1]["rc"] != 0:
-            raise SystemExit(f"our engine failed:\n{runs['ours'][-1]['err']}")
+        for k in ("ours", "ours_numpy"):
+            if runs[k] and runs[k][-1]["rc"] != 0:
+                raise SystemExit(f"our engine ({k}) failed:\n{runs[k][-1]['err']}")
+        path = [ln.split("compute: ", 1)[1] for ln in runs["ours"][-1]["err"].splitlines() if "compute: " in ln]
+        print(f"  our compute path: {path[0] if path else 'unknown'}", flush=True)
         check = ["model.layers.0.mlp.down_proj.weight", "lm_head.weight", "model.norm.weight"]
-        results = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
+        results = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items() if v}
         notes: dict[str, str] = {}
 
         if args.skip_plain:
@@ -269,6 +278,12 @@ def main() -> None:
 
         # Output checks only after all measurements (importing torch here would not matter to the
         # children's RSS any more, but keeps the parent small while they run).
+        if "ours_numpy" in results:
+            import filecmp
+
+            same = all(filecmp.cmp(root / "out_ours" / f.name, f, shallow=False)
+                       for f in sorted((root / "out_numpy").glob("*.safetensors")))
+            notes["ours_numpy"] = f"EXPO_KERNELS=numpy; output {'bit-identical to' if same else 'DIFFERS from'} ours"
         for k in ("plain", "mergekit"):
             if k in results:
                 notes[k] = f"max|ours-{k}| over {len(check)} tensors = " \
@@ -284,13 +299,15 @@ def main() -> None:
 def print_table(results: dict, notes: dict, total: int, largest: int, args) -> None:
     ours = results["ours"]
     print(f"\nExPO extrapolation, {total / 1e9:.2f} GB bf16 per model, α={args.alpha}, cpus={os.cpu_count()}")
-    print(f"{'approach':<10} {'wall s':>8} {'peak RSS MB':>12} {'GB/s out':>9}")
-    for k in ("io_floor", "ours", "plain", "mergekit"):
+    print(f"{'approach':<10} {'wall s':>8} {'peak RSS MB':>12} {'GB/s out':>9}   (min of {args.repeats} runs)")
+    for k in ("io_floor", "ours", "ours_numpy", "plain", "mergekit"):
         if k in results:
             r = results[k]
             print(f"{k:<10} {r['wall']:>8.2f} {r['rss'] / MB:>12.0f} {total / 1e9 / r['wall']:>9.2f}")
         else:
             print(f"{k:<10} {'-':>8} {'-':>12} {'-':>9}")
+    if "ours_numpy" in results:
+        print(f"fused kernel speed-up over the numpy path: {results['ours_numpy']['wall'] / ours['wall']:.2f}x")
     for k, v in notes.items():
         print(f"  {k}: {v}")
     rss_target = 3 * largest + 300 * MB

@@ -558,3 +558,79 @@ def test_delta_report_table_and_plot(pair, tmp_path):
     assert (tmp_path / "d.csv").read_text().startswith("part,layer,delta_norm")
     with pytest.raises(ValueError, match="not an extrapolation manifest"):
         delta_table({"alpha": 1})
+
+
+# ----------------------------------------------------------------------------- fused bf16 kernel
+@pytest.fixture
+def fresh_kernels(monkeypatch, tmp_path):
+    """A private kernel cache and no memoised kernel, before and after the test."""
+    from workflow_scripts import kernels
+
+    monkeypatch.setenv("EXPO_KERNEL_CACHE", str(tmp_path / "kcache"))
+    kernels._cached.clear()
+    yield kernels
+    kernels._cached.clear()
+
+
+def _manifest_norms(m: dict) -> dict:
+    norms = {f"layer {e['layer']}": (e["delta_norm"], e["aligned_norm"]) for e in m["layers"]}
+    norms.update({k: (v["delta_norm"], v["aligned_norm"]) for k, v in m["special"].items()})
+    return norms
+
+
+@pytest.mark.parametrize("alpha", [2.5, -0.3, 0.0])
+def test_fused_kernel_gives_the_numpy_paths_bits(pair, tmp_path, fresh_kernels, monkeypatch, alpha):
+    if fresh_kernels.bf16_kernel() is None:
+        pytest.skip("no C compiler: the fused kernel cannot be built here")
+    sft, aligned = pair(dtype=torch.bfloat16, layers=2)
+    # 1001: chunks that are not a multiple of the kernel's 16 lanes or 4096-element blocks
+    m_fast = extrapolate(sft, aligned, tmp_path / "fast", alpha, chunk_elems=1001)
+    monkeypatch.setenv("EXPO_KERNELS", "numpy")
+    fresh_kernels._cached.clear()
+    assert fresh_kernels.bf16_kernel() is None
+    m_np = extrapolate(sft, aligned, tmp_path / "numpy", alpha, chunk_elems=1001)
+    assert (tmp_path / "fast" / "model.safetensors").read_bytes() == (tmp_path / "numpy" / "model.safetensors").read_bytes()
+    fast, ref = _manifest_norms(m_fast), _manifest_norms(m_np)
+    assert fast.keys() == ref.keys()
+    for k in ref:  # same sums, accumulated in a different order
+        assert fast[k] == pytest.approx(ref[k], rel=1e-5), k
+
+
+def test_no_compiler_falls_back_to_numpy(pair, tmp_path, fresh_kernels, monkeypatch, caplog):
+    sft, aligned = pair(dtype=torch.bfloat16)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with caplog.at_level("INFO", logger="workflow_scripts.kernels"):
+        extrapolate(sft, aligned, tmp_path / "out", 2.0)
+    assert "no C compiler" in caplog.text
+    a, s, o = load_dir(aligned), load_dir(sft), load_dir(tmp_path / "out")
+    for k in a:
+        ref = (a[k].float() + 2.0 * (a[k].float() - s[k].float())).to(torch.bfloat16)
+        assert torch.equal(bits(o[k]), bits(ref)), k
+    assert not (tmp_path / "kcache").exists()
+
+
+def test_kernel_is_built_once_into_the_cache(fresh_kernels, tmp_path):
+    if fresh_kernels._compiler() is None:
+        pytest.skip("no C compiler")
+    assert fresh_kernels.bf16_kernel() is not None
+    built = sorted((tmp_path / "kcache").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"  # no temporary files left beside it
+    stamp = built[0].stat().st_mtime_ns
+    fresh_kernels._cached.clear()
+    assert fresh_kernels.bf16_kernel() is not None
+    assert sorted((tmp_path / "kcache").iterdir()) == built and built[0].stat().st_mtime_ns == stamp
+
+
+def test_miscompiled_kernel_is_refused(fresh_kernels, monkeypatch, caplog):
+    """A kernel whose bits differ from the reference (here: one that writes nothing) is not used."""
+    class FakeLib:
+        def __init__(self, path):
+            self.expo_bf16 = lambda *args: None
+
+    monkeypatch.setattr(fresh_kernels, "_compiler", lambda: "cc")
+    monkeypatch.setattr(fresh_kernels, "_build", lambda cc: Path("/fake.so"))
+    monkeypatch.setattr(fresh_kernels.ctypes, "CDLL", FakeLib)
+    with caplog.at_level("WARNING", logger="workflow_scripts.kernels"):
+        assert fresh_kernels.bf16_kernel() is None
+    assert "self-test mismatch" in caplog.text

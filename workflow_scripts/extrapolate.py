@@ -11,8 +11,11 @@ Why this design (see issue 3):
   ``pwrite``-n at their final offsets. No shard is ever buffered.
 * **Overlap.** A reader thread, ``threads`` compute threads and a writer thread form a pipeline
   over a bounded buffer pool; ``pread``/``pwrite`` and numpy kernels release the GIL.
-* **No torch on the hot path.** The arithmetic is numpy (bf16 handled by exact bit operations,
-  rounding identical to torch's). Importing torch alone costs ~200 MB of RSS and seconds of
+* **One pass per element for bf16.** numpy has no bf16, so the generic path costs ~15 array
+  passes per chunk; bf16 pairs (nearly every modern checkpoint) go through a small fused C
+  kernel (``workflow_scripts/kernels``: built once with the system compiler, checked against
+  the numpy path, numpy used whenever it is unavailable) that gives the same bits ~5× faster.
+* **No torch on the hot path.** Importing torch alone costs ~200 MB of RSS and seconds of
   start-up per job; it is imported only for pickle or fp8 checkpoints.
 * **Correct pairing.** Tensors are matched by name, never by shard file, and processed in the
   aligned model's on-disk order; SFT and aligned may be sharded differently.
@@ -52,9 +55,9 @@ PICKLE_INDEX = "pytorch_model.bin.index.json"
 PICKLE_SINGLE = "pytorch_model.bin"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
 WEIGHT_INDEXES = (".safetensors.index.json", ".bin.index.json")
-CHUNK_ELEMS = 1 << 17
-"""Elements per streamed chunk: big enough that per-chunk Python overhead is negligible, small
-enough that the fp32 scratch stays in cache and memory stays flat."""
+CHUNK_ELEMS = 1 << 19
+"""Elements per streamed chunk (1 MB of bf16): big enough that per-chunk Python and syscall
+overhead is negligible, small enough that memory stays flat (a few chunks in flight)."""
 SMALL_FILE_HASH_LIMIT = 64 * 2**20
 """Non-weight files below this size are always hashed in the manifest (cheap, and they change)."""
 
@@ -577,13 +580,37 @@ def _nonfinite_error(ch: _Chunk, slot) -> ValueError:
 
 
 class _Scratch:
-    """Per-worker fp32 work buffers (uint32 views for the bf16 bit tricks)."""
+    """Per-worker fp32 work buffers (uint32 views for the bf16 bit tricks) and the fused kernel."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, kernel=None) -> None:
         import numpy as np
 
         self.u = [np.empty(n, np.uint32) for _ in range(3)]
         self.f = [u.view(np.float32) for u in self.u]
+        self.kernel = kernel
+        self.stats = np.zeros(2)
+
+
+def _compute_fused(ch: _Chunk, slot, sc: _Scratch) -> tuple[int, float, float] | None:
+    """bf16 chunk in one pass of the C kernel (same bits as the numpy path below).
+
+    Returns None when the result might overflow bf16: the numpy path then redoes the chunk with
+    its full overflow check (this never happens with real weights).
+    """
+    t, n = ch.t, ch.e1 - ch.e0
+    a_raw, s_raw, o_raw = slot
+    sc.stats[:] = 0.0
+    write = ch.mode == "math"
+    sc.kernel(a_raw.ctypes.data, s_raw.ctypes.data, o_raw.ctypes.data if write else None, n, t.alpha,
+              sc.stats.ctypes.data)
+    dd, aa = float(sc.stats[0]), float(sc.stats[1])
+    if not (math.isfinite(aa) and math.isfinite(dd)):
+        raise _nonfinite_error(ch, slot)
+    if not write:  # α = 0: the aligned bytes, bit for bit
+        return 0, dd, aa
+    if math.sqrt(aa) + abs(t.alpha) * math.sqrt(dd) >= 0.5 * _FLOAT_MAX["BF16"]:
+        return None
+    return 2, dd, aa
 
 
 def _compute(ch: _Chunk, slot, sc: _Scratch) -> tuple[int, float, float]:
@@ -598,6 +625,10 @@ def _compute(ch: _Chunk, slot, sc: _Scratch) -> tuple[int, float, float]:
     if ch.mode == "copy":
         return 0, 0.0, 0.0
     a_raw, s_raw, o_raw = slot
+    if sc.kernel is not None and t.a.dtype == "BF16" and t.s.dtype == "BF16" and ch.e1 <= t.shared_elems:
+        done = _compute_fused(ch, slot, sc)
+        if done is not None:
+            return done
     if "F64" in (t.a.dtype, t.s.dtype):  # rare: keep fp64 precision, allocate per chunk
         a_f, d_f, a_u, d_u, tmp_u = np.empty(n, np.float64), np.empty(n, np.float64), None, None, None
     else:
@@ -646,13 +677,15 @@ def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Pa
     finish out of order because every chunk is written at its own final offset.
     """
     import numpy as np
-    from tqdm import tqdm
 
     def isz(ts):
         return max((x.itemsize for x in ts), default=1)
 
     n_a = isz([t.a for t in plan_.tensors])
     n_s = isz([t.s for t in plan_.tensors if t.s is not None])
+    from workflow_scripts.kernels import bf16_kernel
+
+    kernel = bf16_kernel() if any(t.a.dtype == "BF16" for t in plan_.tensors) else None
     n_slots = workers + 3
     slots = [(np.empty(chunk_elems * n_a, np.uint8), np.empty(chunk_elems * n_s, np.uint8),
               np.empty(chunk_elems * n_a, np.uint8)) for _ in range(n_slots)]
@@ -691,7 +724,7 @@ def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Pa
 
     @guard
     def worker() -> None:
-        sc = _Scratch(chunk_elems)
+        sc = _Scratch(chunk_elems, kernel)
         while True:
             item = _get(ready_q, stop)
             if item is END:
@@ -703,9 +736,11 @@ def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Pa
 
     @guard
     def writer() -> None:
+        from tqdm import tqdm  # imported here, while the first chunks are read and computed
+
         ended = 0
         with tqdm(total=sum(plan_.shard_sizes), unit="B", unit_scale=True, desc="extrapolate",
-                  mininterval=2.0, disable=None) as bar:
+                  mininterval=2.0) as bar:
             while ended < workers:
                 item = _get(write_q, stop)
                 if item is END:
