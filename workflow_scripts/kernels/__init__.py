@@ -19,10 +19,11 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import math
 import os
+import random
 import shutil
-import subprocess
-import tempfile
+import struct
 import threading
 from pathlib import Path
 from typing import Callable
@@ -53,12 +54,21 @@ def _compiler() -> str | None:
 
 
 def _build(cc: str) -> Path:
-    """Compile the kernel once per (source, compiler, flags); concurrent jobs race harmlessly."""
-    version = subprocess.run([*cc.split(), "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    """Compile the kernel once per (source, compiler binary, flags); concurrent jobs race harmlessly.
+
+    The compiler is identified by its resolved path, size and mtime rather than by running
+    ``cc --version``: a cache hit then costs no subprocess (this runs once per extrapolation job).
+    """
+    exe = os.path.realpath(shutil.which(cc.split()[0]) or cc.split()[0])
+    st = os.stat(exe)
+    ident = f"{cc}|{exe}|{st.st_size}|{st.st_mtime_ns}|{' '.join(CFLAGS)}".encode()
+    key = hashlib.sha256(SOURCE.read_bytes() + ident).hexdigest()[:16]
     out = cache_dir() / f"expo_bf16-{key}.so"
     if out.exists():
         return out
+    import subprocess
+    import tempfile
+
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".expo_bf16-", suffix=".so", dir=out.parent)
     os.close(fd)
@@ -74,34 +84,54 @@ def _build(cc: str) -> Path:
     return out
 
 
-def _self_test(fn: Callable) -> None:
-    """Compare with the numpy reference on values that exercise rounding ties, signs, subnormals
-    and large magnitudes; a miscompiled kernel (e.g. a compiler that contracts to FMA) is refused."""
-    import numpy as np
+def _f32(x: float) -> float:
+    """Round a Python float to float32 (raises OverflowError beyond the float32 range)."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
 
-    rng = np.random.default_rng(0)
-    n = 4099  # not a multiple of the kernel's lanes or block: the tail loop runs too
-    a = rng.integers(0, 2**16, n, dtype=np.uint32).astype(np.uint16)
-    s = rng.integers(0, 2**16, n, dtype=np.uint32).astype(np.uint16)
-    # keep finite inputs (exponent field not all ones) and add exact ties/subnormals/zeros
-    a[(a & 0x7F80) == 0x7F80] &= 0xBFFF
-    s[(s & 0x7F80) == 0x7F80] &= 0xBFFF
-    a[:8] = [0x0000, 0x8000, 0x0001, 0x8001, 0x3F80, 0xBF80, 0x7F7F, 0x0080]
-    s[:8] = [0x8000, 0x0000, 0x0002, 0x0001, 0x3F81, 0xBF7F, 0x7F7E, 0x0000]
+
+def _reference(a: int, s: int, alpha: float) -> int | None:
+    """The numpy path's result for one bf16 pair, in pure Python (None: not finite).
+
+    Doubles hold every float32 sum, difference and product closely enough that rounding them to
+    float32 again gives the float32 result exactly (53 ≥ 2·24 + 2 bits), so this is bit-exact.
+    """
+    fa = struct.unpack("<f", struct.pack("<I", a << 16))[0]
+    fs = struct.unpack("<f", struct.pack("<I", s << 16))[0]
+    try:
+        r = _f32(fa + _f32(_f32(alpha) * _f32(fa - fs)))
+    except OverflowError:
+        return None
+    if math.isinf(r) or math.isnan(r):
+        return None
+    u = struct.unpack("<I", struct.pack("<f", r))[0]
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def _self_test(fn: Callable, n: int = 301) -> None:
+    """Compare with the reference on values that exercise rounding ties, signs, subnormals and
+    large magnitudes; a miscompiled kernel (e.g. a compiler that contracts to FMA) is refused.
+    Pure Python, so that loading the kernel does not import numpy."""
+    rng = random.Random(0)
+
+    def finite_bf16() -> int:
+        h = rng.getrandbits(16)
+        return h & 0xBFFF if (h & 0x7F80) == 0x7F80 else h  # no inf/NaN inputs
+
+    edge_a = [0x0000, 0x8000, 0x0001, 0x8001, 0x3F80, 0xBF80, 0x7F7F, 0x0080]
+    edge_s = [0x8000, 0x0000, 0x0002, 0x0001, 0x3F81, 0xBF7F, 0x7F7E, 0x0000]
+    a = edge_a + [finite_bf16() for _ in range(n - len(edge_a))]
+    # s close to a most of the time (like real weights) so the rounding of small Δ is exercised
+    s = edge_s + [(x + rng.randint(-3, 3)) & 0xFFFF if rng.random() < 0.7 else finite_bf16()
+                  for x in a[len(edge_a):]]
+    s = [h & 0xBFFF if (h & 0x7F80) == 0x7F80 else h for h in s]
+    arr_a, arr_s = (ctypes.c_uint16 * n)(*a), (ctypes.c_uint16 * n)(*s)
     for alpha in (0.5, 2.5, -0.3, 12.0):
-        af = (a.astype(np.uint32) << 16).view(np.float32)
-        sf = (s.astype(np.uint32) << 16).view(np.float32)
-        with np.errstate(all="ignore"):
-            d = af - sf
-            r = af + np.float32(alpha) * d
-        u = r.view(np.uint32)
-        ref = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-        ok = np.isfinite(r)
-        out = np.empty(n, np.uint16)
-        st = np.zeros(2)
-        fn(a.ctypes.data, s.ctypes.data, out.ctypes.data, n, alpha, st.ctypes.data)
-        if not np.array_equal(out[ok], ref[ok]):
-            raise RuntimeError(f"self-test mismatch at α={alpha} in {int((out[ok] != ref[ok]).sum())} elements")
+        out, st = (ctypes.c_uint16 * n)(), (ctypes.c_double * 2)()
+        fn(ctypes.addressof(arr_a), ctypes.addressof(arr_s), ctypes.addressof(out), n, alpha,
+           ctypes.addressof(st))
+        bad = [i for i in range(n) if (ref := _reference(a[i], s[i], alpha)) is not None and out[i] != ref]
+        if bad:
+            raise RuntimeError(f"self-test mismatch at α={alpha} in {len(bad)} elements")
 
 
 def bf16_kernel() -> Callable | None:
