@@ -17,7 +17,8 @@ Usage::
 mergekit runs from ``--mergekit-python`` (default /tmp/venv_mergekit/bin/python, a separate venv
 so its pins cannot disturb the project's); it is skipped with a printed reason when missing.
 Inputs are read once before timing so every approach reads from the same (warm) page cache; no
-approach fsyncs its output. Temporary files are deleted at the end unless ``--keep``.
+approach fsyncs its output, and before each timed run earlier outputs are deleted and ``sync``
+called, so no run pays for the previous one's background writeback. Temporary files are deleted at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -225,15 +226,25 @@ def main() -> None:
         if args.threads:
             engine_cmd += ["--threads", str(args.threads)]
         numpy_cmd = [str(root / "out_numpy") if x == str(root / "out_ours") else x for x in engine_cmd]
-        for rep in range(args.repeats):
+        def clean() -> None:
+            """No earlier output and no dirty pages left: every run starts from the same state
+            (otherwise the kernel's background writeback of the last run lands in the next one)."""
             for d in ("out_ours", "out_numpy"):
                 shutil.rmtree(root / d, ignore_errors=True)
             (root / "floor.bin").unlink(missing_ok=True)
+            os.sync()
+
+        for rep in range(args.repeats):
+            clean()
             runs["io_floor"].append(measure([sys.executable, "-c", FLOOR_CODE, str(total), str(root / "floor.bin"),
                                              *map(str, inputs)], env))
+            clean()
             runs["ours"].append(measure(engine_cmd, env))
             if not args.skip_numpy:  # the same engine with the fused C kernel switched off
+                shutil.move(root / "out_ours", root / "kept_ours")
+                clean()
                 runs["ours_numpy"].append(measure(numpy_cmd, {**env, "EXPO_KERNELS": "numpy"}))
+                shutil.move(root / "kept_ours", root / "out_ours")
             print(f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.2f} s" for k, v in runs.items() if v),
                   flush=True)
         (root / "floor.bin").unlink(missing_ok=True)
@@ -249,6 +260,7 @@ def main() -> None:
         if args.skip_plain:
             notes["plain"] = "skipped (--skip-plain)"
         else:
+            os.sync()
             r = measure([sys.executable, "-c", PLAIN_CODE, str(sft), str(aligned), str(root / "out_plain"),
                          str(args.alpha)], env)
             if r["rc"] == 0:
@@ -268,6 +280,7 @@ def main() -> None:
                            f"    parameters:\n      weight: {1 + args.alpha}\nparameters:\n  normalize: false\n"
                            f"dtype: bfloat16\n")
             cli = mk.parent / "mergekit-yaml"
+            os.sync()
             r = measure([str(cli), str(cfg), str(root / "out_mergekit"), "--no-cuda", "--no-copy-tokenizer",
                          "--quiet", "--no-write-model-card"], {**env, "PYTHONPATH": ""})
             if r["rc"] == 0:
