@@ -142,14 +142,27 @@ def has_reference(prompt_set):
 def variants_for(prompt_set):
     """Variants answered on a prompt set. The dev set exists to choose α, so it only needs the
     uniform-α variants and the aligned baselines they are compared with (no SFT, no schemes):
-    on a 7B model that saves hours of generation per dev set. Reference outputs (e.g. GPT-4's
-    answers), when configured, are scored like a variant, group `reference`."""
+    on a 7B model that saves hours of generation per dev set. A prompt set's own `alphas:` /
+    `schemes:` narrow it further (the full sweep on a cheap set, a subset on an expensive one).
+    Reference outputs (e.g. GPT-4's answers), when configured, are scored like a variant, group
+    `reference`."""
+    spec = config["prompt_sets"][prompt_set]
     ref = [("reference", "reference")] if has_reference(prompt_set) else []
-    if prompt_set != dev_prompt_set():
-        return variants() + ref
+    keep_alpha = None if spec.get("alphas") is None else {f"alpha{format_alpha(a)}" for a in spec["alphas"]}
+    keep_scheme = None if spec.get("schemes") is None else {f"scheme_{s}" for s in spec["schemes"]}
     aligned = {p["aligned"] for p in config["pairs"].values()}
-    return [(g, v) for g, v in variants()
-            if (g == "base" and v in aligned) or (g != "base" and v.startswith("alpha"))] + ref
+    dev = prompt_set == dev_prompt_set()
+    out = []
+    for g, v in variants():
+        if g == "base":
+            ok = v in aligned or not dev
+        elif v.startswith("alpha"):
+            ok = keep_alpha is None or v in keep_alpha
+        else:
+            ok = not dev and (keep_scheme is None or v in keep_scheme)
+        if ok:
+            out.append((g, v))
+    return out + ref
 
 
 def reference_spec_of(wildcards):
@@ -157,7 +170,7 @@ def reference_spec_of(wildcards):
     ref = dict(spec.get("reference") or {})
     if spec["source"] in ("file", "world"):
         return {"source": "file", **ref, "limit": spec.get("limit")}
-    base = {k: v for k, v in spec.items() if k not in ("reference", "split")}
+    base = {k: v for k, v in spec.items() if k not in ("reference", "split", "alphas", "schemes")}
     return {**base, **ref}
 
 
@@ -375,7 +388,15 @@ def check_config():
     for name, rm in config["reward_models"].items():
         if "model" in rm:
             model_spec(rm["model"])
+    all_alphas = {a for pair in config["pairs"] for a in pair_alphas(pair)}
     for ps, spec in config["prompt_sets"].items():
+        for a in spec.get("alphas") or []:
+            if format_alpha(a) not in all_alphas:
+                _err(f"prompt set {ps!r}: α {a} is not in any pair's α list {sorted(all_alphas, key=float)}")
+        for s in spec.get("schemes") or []:
+            if s not in config["extrapolation"].get("schemes", {}):
+                _err(f"prompt set {ps!r}: unknown scheme {s!r}; defined: "
+                     f"{sorted(config['extrapolation'].get('schemes', {}))}")
         if spec.get("reference") is not None and spec["source"] == "ultrafeedback":
             _err(f"prompt set {ps!r}: no reference outputs are known for ultrafeedback prompts")
         if spec.get("reference") is not None and spec["source"] in ("file", "world") \
@@ -422,7 +443,10 @@ def scheme_of(wildcards):
 
 
 def prompt_spec_of(wildcards):
-    return config["prompt_sets"][wildcards.prompt_set]
+    """What the prompts are (the `prompt_set` rule's params): which variants answer them is not
+    part of it, so narrowing `alphas:`/`schemes:` never rebuilds the prompt file."""
+    spec = config["prompt_sets"][wildcards.prompt_set]
+    return {k: v for k, v in spec.items() if k not in ("alphas", "schemes")}
 
 
 def rm_spec_of(wildcards):

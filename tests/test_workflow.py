@@ -265,6 +265,29 @@ def test_changing_decoding_reruns_generation_not_extrapolation_or_training(finis
         (wd / "config.yaml").write_text(original)
 
 
+def test_prompt_set_subset_of_alphas_and_schemes(finished_run, tmp_path):
+    """A prompt set's own `alphas:`/`schemes:` narrow what answers it, without rebuilding it."""
+    wd, _, _ = finished_run
+    original = (wd / "config.yaml").read_text()
+    try:
+        # narrowing an existing set: its prompts and remaining answers stay valid, only the report reruns
+        _with_config(wd, lambda c: c["prompt_sets"]["eval"].update(alphas=[4], schemes=[]))
+        assert planned_jobs(wd) == {"report": 1, "all": 1}
+        # a full sweep on the cheap set and a subset on another: new α only where asked for
+        def sweep(c):
+            c["extrapolation"]["alphas"] = [1, 2, 4]
+            c["prompt_sets"]["eval"].update(alphas=[1, 4])
+        _with_config(wd, sweep)
+        jobs = planned_jobs(wd)
+        assert jobs == {"extrapolate_alpha": 1, "generate": 1, "score": 2, "report": 1, "all": 1}  # α=2 on dev only
+    finally:
+        (wd / "config.yaml").write_text(original)
+    cfg = yaml.safe_load(SMALL.read_text())
+    cfg["prompt_sets"]["eval"]["alphas"] = [3]
+    proc = snakemake(make_workdir(tmp_path, cfg), "-n", check=False)
+    assert proc.returncode != 0 and "prompt set 'eval': α 3 is not in any pair's α list" in proc.stdout + proc.stderr
+
+
 def test_alpaca_eval_judge_jobs_only_when_configured(tmp_path):
     cfg = yaml.safe_load((ROOT / "experiments" / "openchat_starling.yaml").read_text())
     wd = make_workdir(tmp_path, cfg)
