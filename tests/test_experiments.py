@@ -158,21 +158,24 @@ def test_smollm2_offline_plan(workflow_copy):
     assert jobs["train_model"] == {"trained/smollm2_dpo", "trained/minilm_rm"}
     assert files_under(jobs, "world_data", "world/data") == {"sft.jsonl", "prefs.jsonl", "eval.jsonl", "dev.jsonl"}
     assert "world_tokenizer" not in jobs   # SmolLM2 and MiniLM bring their own tokenizers
-    alphas = ["2", "4"]
+    alphas = ["1", "2", "4", "8"]
     assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"dpo/alpha{a}.json" for a in alphas}
     assert files_under(jobs, "extrapolate_scheme", "manifests") == {"dpo/scheme_thirds.json"}
     pairs = {"dpo": {"sft": "smollm2", "aligned": "smollm2_dpo", "alphas": alphas, "schemes": ["thirds"]}}
     full, dev = _json(expected_variants(pairs)), _json(expected_variants(pairs, dev=True))
-    assert files_under(jobs, "generate", "generations/mt_bench") == full
+    # the expensive MT-Bench set answers only `prompt_sets.mt_bench.alphas` (and the scheme)
+    mt = _json(expected_variants({"dpo": {**pairs["dpo"], "alphas": ["1", "4"]}}))
+    assert files_under(jobs, "generate", "generations/mt_bench") == mt
     assert files_under(jobs, "generate", "generations/eval") == full
     assert files_under(jobs, "generate", "generations/dev") == dev
     # gold reward only on world tasks; the MiniLM reward everywhere
-    assert files_under(jobs, "score", "scores/mt_bench/minilm") == full
+    assert files_under(jobs, "score", "scores/mt_bench/minilm") == mt
     assert not files_under(jobs, "score", "scores/mt_bench/gold")
     for rm in ("gold", "minilm"):
         assert files_under(jobs, "score", f"scores/eval/{rm}") == full
         assert files_under(jobs, "score", f"scores/dev/{rm}") == dev
-    assert len(jobs["score"]) == 5 + 2 * 5 + 2 * 3
+    assert len(jobs["generate"]) == 5 + 7 + 5
+    assert len(jobs["score"]) == 5 + 2 * 7 + 2 * 5
 
 
 def test_smollm2_offline_never_trains_on_evaluated_prompts():
