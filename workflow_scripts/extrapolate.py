@@ -691,6 +691,42 @@ def _compute(ch: _Chunk, slot: _Slot, sc: _Scratch) -> tuple[int, float, float]:
     return 2, dd, aa
 
 
+class _LogProgress:
+    """Progress as log lines (every 10 % or 30 s), for log files: a Snakemake job's stderr is its
+    log, where a tqdm bar would be carriage-return noise — and importing tqdm (50 ms, it pulls in
+    multiprocessing) would sit on the critical path of every small extrapolation."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = max(1, total), 0, time.perf_counter()
+        self.next_pct, self.last = 10, self.t0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        pct, now = 100 * self.done / self.total, time.perf_counter()
+        if pct >= self.next_pct or now - self.last >= 30:
+            rate = self.done / max(now - self.t0, 1e-9) / 1e9
+            log.info("extrapolate: %3.0f%% (%.2f of %.2f GB, %.2f GB/s)", pct, self.done / 1e9, self.total / 1e9, rate)
+            self.next_pct = (int(pct) // 10 + 1) * 10
+            self.last = now
+
+    def __enter__(self) -> "_LogProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _progress(total: int):
+    """A tqdm bar on an interactive terminal, log lines otherwise."""
+    import sys
+
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="B", unit_scale=True, desc="extrapolate", mininterval=1.0)
+    return _LogProgress(total)
+
+
 def default_workers() -> int:
     """Compute threads: one per available core (at most 8). The reader and writer threads spend
     their time in pread/pwrite syscalls, so they need no core of their own: on 2 cores, 2 compute
@@ -766,11 +802,8 @@ def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Pa
 
     @guard
     def writer() -> None:
-        from tqdm import tqdm  # imported here, while the first chunks are read and computed
-
         ended = 0
-        with tqdm(total=sum(plan_.shard_sizes), unit="B", unit_scale=True, desc="extrapolate",
-                  mininterval=2.0) as bar:
+        with _progress(sum(plan_.shard_sizes)) as bar:
             while ended < workers:
                 item = _get(write_q, stop)
                 if item is END:
