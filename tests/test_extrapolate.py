@@ -634,3 +634,13 @@ def test_miscompiled_kernel_is_refused(fresh_kernels, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="workflow_scripts.kernels"):
         assert fresh_kernels.bf16_kernel() is None
     assert "self-test mismatch" in caplog.text
+
+
+def test_progress_is_logged_when_stderr_is_not_a_terminal(pair, tmp_path, caplog):
+    """In a Snakemake log file progress arrives as log lines (no tqdm carriage returns)."""
+    sft, aligned = pair(dtype=torch.bfloat16)
+    with caplog.at_level("INFO", logger="workflow_scripts.extrapolate"):
+        extrapolate(sft, aligned, tmp_path / "out", 1.0, chunk_elems=500)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("extrapolate: ")]
+    assert lines and "100%" in lines[-1] and "GB/s" in lines[-1]
+    assert len(lines) <= 11  # every 10 %, not every chunk
