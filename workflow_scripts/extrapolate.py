@@ -704,8 +704,10 @@ class _LogProgress:
         self.done += n
         pct, now = 100 * self.done / self.total, time.perf_counter()
         if pct >= self.next_pct or now - self.last >= 30:
-            rate = self.done / max(now - self.t0, 1e-9) / 1e9
-            log.info("extrapolate: %3.0f%% (%.2f of %.2f GB, %.2f GB/s)", pct, self.done / 1e9, self.total / 1e9, rate)
+            unit, scale = ("GB", 1e9) if self.total >= 1e9 else ("MB", 1e6)
+            rate = self.done / max(now - self.t0, 1e-9) / scale
+            log.info("extrapolate: %3.0f%% (%.2f of %.2f %s, %.2f %s/s)", pct, self.done / scale,
+                     self.total / scale, unit, rate, unit)
             self.next_pct = (int(pct) // 10 + 1) * 10
             self.last = now
 
