@@ -18,6 +18,9 @@ ENVS = "../envs"
 SMK = "../workflow_scripts/smk"
 
 NAME_REGEX = r"[A-Za-z0-9][A-Za-z0-9_.]*"
+VARIANT_SELECTION_KEYS = ("alphas", "schemes")
+"""Prompt-set keys that choose which variants answer the set, not what the prompts are: kept
+out of the prompt and reference params so narrowing them never rebuilds those files."""
 
 
 def _err(msg):
@@ -170,7 +173,7 @@ def reference_spec_of(wildcards):
     ref = dict(spec.get("reference") or {})
     if spec["source"] in ("file", "world"):
         return {"source": "file", **ref, "limit": spec.get("limit")}
-    base = {k: v for k, v in spec.items() if k not in ("reference", "split", "alphas", "schemes")}
+    base = {k: v for k, v in spec.items() if k not in ("reference", "split", *VARIANT_SELECTION_KEYS)}
     return {**base, **ref}
 
 
@@ -446,7 +449,7 @@ def prompt_spec_of(wildcards):
     """What the prompts are (the `prompt_set` rule's params): which variants answer them is not
     part of it, so narrowing `alphas:`/`schemes:` never rebuilds the prompt file."""
     spec = config["prompt_sets"][wildcards.prompt_set]
-    return {k: v for k, v in spec.items() if k not in ("alphas", "schemes")}
+    return {k: v for k, v in spec.items() if k not in VARIANT_SELECTION_KEYS}
 
 
 def rm_spec_of(wildcards):
