@@ -286,6 +286,10 @@ def test_prompt_set_subset_of_alphas_and_schemes(finished_run, tmp_path):
     cfg["prompt_sets"]["eval"]["alphas"] = [3]
     proc = snakemake(make_workdir(tmp_path, cfg), "-n", check=False)
     assert proc.returncode != 0 and "prompt set 'eval': α 3 is not in any pair's α list" in proc.stdout + proc.stderr
+    cfg["prompt_sets"]["eval"].update(alphas=[1], schemes=["nope"])
+    (tmp_path / "scheme").mkdir()
+    proc = snakemake(make_workdir(tmp_path / "scheme", cfg), "-n", check=False)
+    assert proc.returncode != 0 and "prompt set 'eval': unknown scheme 'nope'" in proc.stdout + proc.stderr
 
 
 def test_alpaca_eval_judge_jobs_only_when_configured(tmp_path):
