@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -260,7 +261,7 @@ def main() -> None:
         # robust to a lucky or unlucky single run (this VM's steal time moves walls by ±20 %)
         paired = sorted(o["wall"] / f["wall"] for f, o in zip(runs["io_floor"], runs["ours"]))
         ratio_note = (f"per-repeat ours/floor: {', '.join(f'{r:.2f}' for r in paired)}; "
-                      f"median {paired[len(paired) // 2] if len(paired) % 2 else sum(paired[len(paired) // 2 - 1:len(paired) // 2 + 1]) / 2:.2f}")
+                      f"median {statistics.median(paired):.2f}")
         notes["io_floor"] = ratio_note
 
         if args.skip_plain:
