@@ -31,7 +31,7 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
-    default_target: True

@@ -18,7 +18,8 @@ mergekit runs from ``--mergekit-python`` (default /tmp/venv_mergekit/bin/python,
 so its pins cannot disturb the project's); it is skipped with a printed reason when missing.
 Inputs are read once before timing so every approach reads from the same (warm) page cache; no
 approach fsyncs its output, and before each timed run earlier outputs are deleted and ``sync``
-called, so no run pays for the previous one's background writeback. Temporary files are deleted at the end unless ``--keep``.
+called, so no run pays for the previous one's background writeback. Temporary files are deleted at
+the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -74,11 +75,22 @@ def synth_config(size_gb: float) -> dict:
     per_layer = 2 * h * h + 2 * h * kv * head_dim + 3 * h * inter + 2 * h
     fixed = 2 * vocab * h + h
     layers = max(1, int(-(-(size_gb * 1e9 / 2 - fixed) // per_layer)))
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
-            "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
-            "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 2048,
-            "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-            "bos_token_id": 1, "eos_token_id": 2}
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": h,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "vocab_size": vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
 
 
 def tensor_shapes(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
@@ -87,11 +99,17 @@ def tensor_shapes(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
     out = [("model.embed_tokens.weight", (v, h))]
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        out += [(p + "input_layernorm.weight", (h,)), (p + "self_attn.q_proj.weight", (h, h)),
-                (p + "self_attn.k_proj.weight", (kvd, h)), (p + "self_attn.v_proj.weight", (kvd, h)),
-                (p + "self_attn.o_proj.weight", (h, h)), (p + "post_attention_layernorm.weight", (h,)),
-                (p + "mlp.gate_proj.weight", (inter, h)), (p + "mlp.up_proj.weight", (inter, h)),
-                (p + "mlp.down_proj.weight", (h, inter))]
+        out += [
+            (p + "input_layernorm.weight", (h,)),
+            (p + "self_attn.q_proj.weight", (h, h)),
+            (p + "self_attn.k_proj.weight", (kvd, h)),
+            (p + "self_attn.v_proj.weight", (kvd, h)),
+            (p + "self_attn.o_proj.weight", (h, h)),
+            (p + "post_attention_layernorm.weight", (h,)),
+            (p + "mlp.gate_proj.weight", (inter, h)),
+            (p + "mlp.up_proj.weight", (inter, h)),
+            (p + "mlp.down_proj.weight", (h, inter)),
+        ]
     out += [("model.norm.weight", (h,)), ("lm_head.weight", (v, h))]
     return out
 
@@ -115,8 +133,9 @@ def write_model(path: Path, cfg: dict, tensors: dict, shard_bytes: int, order: l
         save_file({n: tensors[n] for n in names}, path / fname, metadata={"format": "pt"})
         wm.update({n: fname for n in names})
     total = sum(t.numel() * 2 for t in tensors.values())
-    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                    "weight_map": wm}))
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": wm})
+    )
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
     (path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
 
@@ -175,7 +194,6 @@ def warm(paths: list[Path]) -> None:
 
 def compare_outputs(ours: Path, other: Path, names: list[str]) -> float:
     """Max |ours − other| over a few tensors (0.0 means bit-identical values)."""
-    import torch
     from safetensors import safe_open
 
     def get(folder: Path, n: str):
@@ -214,19 +232,34 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "--_build", str(root), "--size-gb", str(args.size_gb)], check=True)
         info = json.loads((root / "pair.json").read_text())
         sft, aligned, total, largest = root / "sft", root / "aligned", info["total"], info["largest"]
-        print(f"synthetic pair: {total / 1e9:.2f} GB per model (bf16), largest tensor {largest / MB:.0f} MB, "
-              f"built in {time.perf_counter() - t0:.0f} s under {root}", flush=True)
+        print(
+            f"synthetic pair: {total / 1e9:.2f} GB per model (bf16), largest tensor {largest / MB:.0f} MB, "
+            f"built in {time.perf_counter() - t0:.0f} s under {root}",
+            flush=True,
+        )
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
         inputs = sorted(sft.glob("*.safetensors")) + sorted(aligned.glob("*.safetensors"))
         os.sync()  # flush the freshly built pair now, not in the background of the first timings
         warm([sft, aligned])
 
         runs: dict[str, list[dict]] = {"io_floor": [], "ours": [], "ours_numpy": []}
-        engine_cmd = [sys.executable, "-m", "workflow_scripts.extrapolate", "--sft", str(sft), "--aligned",
-                      str(aligned), "--alpha", str(args.alpha), "--out", str(root / "out_ours")]
+        engine_cmd = [
+            sys.executable,
+            "-m",
+            "workflow_scripts.extrapolate",
+            "--sft",
+            str(sft),
+            "--aligned",
+            str(aligned),
+            "--alpha",
+            str(args.alpha),
+            "--out",
+            str(root / "out_ours"),
+        ]
         if args.threads:
             engine_cmd += ["--threads", str(args.threads)]
         numpy_cmd = [str(root / "out_numpy") if x == str(root / "out_ours") else x for x in engine_cmd]
+
         def clean() -> None:
             """No earlier output and no dirty pages left: every run starts from the same state
             (otherwise the kernel's background writeback of the last run lands in the next one)."""
@@ -237,8 +270,9 @@ def main() -> None:
 
         for rep in range(args.repeats):
             clean()
-            runs["io_floor"].append(measure([sys.executable, "-c", FLOOR_CODE, str(total), str(root / "floor.bin"),
-                                             *map(str, inputs)], env))
+            runs["io_floor"].append(
+                measure([sys.executable, "-c", FLOOR_CODE, str(total), str(root / "floor.bin"), *map(str, inputs)], env)
+            )
             clean()
             runs["ours"].append(measure(engine_cmd, env))
             if not args.skip_numpy:  # the same engine with the fused C kernel switched off
@@ -246,8 +280,9 @@ def main() -> None:
                 clean()
                 runs["ours_numpy"].append(measure(numpy_cmd, {**env, "EXPO_KERNELS": "numpy"}))
                 shutil.move(root / "kept_ours", root / "out_ours")
-            print(f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.2f} s" for k, v in runs.items() if v),
-                  flush=True)
+            print(
+                f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.2f} s" for k, v in runs.items() if v), flush=True
+            )
         (root / "floor.bin").unlink(missing_ok=True)
         for k in ("ours", "ours_numpy"):
             if runs[k] and runs[k][-1]["rc"] != 0:
@@ -260,16 +295,19 @@ def main() -> None:
         # floor and engine run back to back in each repeat: the median of those paired ratios is
         # robust to a lucky or unlucky single run (this VM's steal time moves walls by ±20 %)
         paired = sorted(o["wall"] / f["wall"] for f, o in zip(runs["io_floor"], runs["ours"]))
-        ratio_note = (f"per-repeat ours/floor: {', '.join(f'{r:.2f}' for r in paired)}; "
-                      f"median {statistics.median(paired):.2f}")
+        ratio_note = (
+            f"per-repeat ours/floor: {', '.join(f'{r:.2f}' for r in paired)}; median {statistics.median(paired):.2f}"
+        )
         notes["io_floor"] = ratio_note
 
         if args.skip_plain:
             notes["plain"] = "skipped (--skip-plain)"
         else:
             os.sync()
-            r = measure([sys.executable, "-c", PLAIN_CODE, str(sft), str(aligned), str(root / "out_plain"),
-                         str(args.alpha)], env)
+            r = measure(
+                [sys.executable, "-c", PLAIN_CODE, str(sft), str(aligned), str(root / "out_plain"), str(args.alpha)],
+                env,
+            )
             if r["rc"] == 0:
                 results["plain"] = r
             else:
@@ -283,13 +321,25 @@ def main() -> None:
         else:
             cfg = root / "mergekit.yml"
             # task_arithmetic with normalize: false is ExPO: sft + (1 + α)(aligned − sft)
-            cfg.write_text(f"merge_method: task_arithmetic\nbase_model: {sft}\nmodels:\n  - model: {aligned}\n"
-                           f"    parameters:\n      weight: {1 + args.alpha}\nparameters:\n  normalize: false\n"
-                           f"dtype: bfloat16\n")
+            cfg.write_text(
+                f"merge_method: task_arithmetic\nbase_model: {sft}\nmodels:\n  - model: {aligned}\n"
+                f"    parameters:\n      weight: {1 + args.alpha}\nparameters:\n  normalize: false\n"
+                f"dtype: bfloat16\n"
+            )
             cli = mk.parent / "mergekit-yaml"
             os.sync()
-            r = measure([str(cli), str(cfg), str(root / "out_mergekit"), "--no-cuda", "--no-copy-tokenizer",
-                         "--quiet", "--no-write-model-card"], {**env, "PYTHONPATH": ""})
+            r = measure(
+                [
+                    str(cli),
+                    str(cfg),
+                    str(root / "out_mergekit"),
+                    "--no-cuda",
+                    "--no-copy-tokenizer",
+                    "--quiet",
+                    "--no-write-model-card",
+                ],
+                {**env, "PYTHONPATH": ""},
+            )
             if r["rc"] == 0:
                 results["mergekit"] = r
             else:
@@ -301,13 +351,17 @@ def main() -> None:
         if "ours_numpy" in results:
             import filecmp
 
-            same = all(filecmp.cmp(root / "out_ours" / f.name, f, shallow=False)
-                       for f in sorted((root / "out_numpy").glob("*.safetensors")))
+            same = all(
+                filecmp.cmp(root / "out_ours" / f.name, f, shallow=False)
+                for f in sorted((root / "out_numpy").glob("*.safetensors"))
+            )
             notes["ours_numpy"] = f"EXPO_KERNELS=numpy; output {'bit-identical to' if same else 'DIFFERS from'} ours"
         for k in ("plain", "mergekit"):
             if k in results:
-                notes[k] = f"max|ours-{k}| over {len(check)} tensors = " \
-                           f"{compare_outputs(root / 'out_ours', root / f'out_{k}', check):g}"
+                notes[k] = (
+                    f"max|ours-{k}| over {len(check)} tensors = "
+                    f"{compare_outputs(root / 'out_ours', root / f'out_{k}', check):g}"
+                )
         print_table(results, notes, total, largest, args)
     finally:
         if args.keep:
@@ -332,8 +386,10 @@ def print_table(results: dict, notes: dict, total: int, largest: int, args) -> N
         print(f"  {k}: {v}")
     rss_target = 3 * largest + 300 * MB
     print("\ntarget                                   measured    goal     ok")
-    rows = [("wall / I/O floor", ours["wall"] / results["io_floor"]["wall"], "<= 1.25", lambda x: x <= 1.25),
-            (f"peak RSS / (3*{largest / MB:.0f} MB + 300 MB)", ours["rss"] / rss_target, "<= 1", lambda x: x <= 1.0)]
+    rows = [
+        ("wall / I/O floor", ours["wall"] / results["io_floor"]["wall"], "<= 1.25", lambda x: x <= 1.25),
+        (f"peak RSS / (3*{largest / MB:.0f} MB + 300 MB)", ours["rss"] / rss_target, "<= 1", lambda x: x <= 1.0),
+    ]
     for k in ("plain", "mergekit"):
         if k in results:
             rows.append((f"{k} wall / ours", results[k]["wall"] / ours["wall"], ">= 2", lambda x: x >= 2))

@@ -23,9 +23,11 @@ from workflow_scripts.common import set_threads  # noqa: E402
 from workflow_scripts.generate import generate  # noqa: E402
 from workflow_scripts.score import score  # noqa: E402
 
-WORDS = ("list three colors red blue green yellow repeat the word cat dog times reverse these "
-         "words what is the opposite of hot cold big small answer question please one two three "
-         "four five").split()
+WORDS = (
+    "list three colors red blue green yellow repeat the word cat dog times reverse these "
+    "words what is the opposite of hot cold big small answer question please one two three "
+    "four five"
+).split()
 
 
 def build(tmp: Path, hidden: int, layers: int) -> tuple[Path, Path]:
@@ -40,11 +42,19 @@ def build(tmp: Path, hidden: int, layers: int) -> tuple[Path, Path]:
     tok = train_tokenizer(texts, vocab_size=300)
     dirs = []
     for name, cls in (("lm", LlamaForCausalLM), ("rm", LlamaForSequenceClassification)):
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
-                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                          max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                          num_labels=1)
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            num_labels=1,
+        )
         torch.manual_seed(0)
         d = tmp / name
         cls(cfg).save_pretrained(d)
@@ -71,12 +81,18 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(args.threads)
     import logging
+
     logging.disable(logging.WARNING)  # keep the table readable
 
     rng = random.Random(1)
-    prompts = [{"id": f"p{i}", "dataset": "bench",
-                "instruction": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 30)))}
-               for i in range(args.prompts)]
+    prompts = [
+        {
+            "id": f"p{i}",
+            "dataset": "bench",
+            "instruction": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 30))),
+        }
+        for i in range(args.prompts)
+    ]
     decoding = {"preset": "greedy", "max_new_tokens": args.max_new_tokens}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,17 +122,23 @@ def main() -> None:
 
     gen_b, gen_s = tok_b / t_b, tok_s / t_s
     sc_b, sc_s = len(records) / s_b, len(records) / s_s
-    print(f"model: random Llama hidden={args.hidden} layers={args.layers}, threads={args.threads}, "
-          f"{args.prompts} prompts, greedy, max_new_tokens={args.max_new_tokens}, "
-          f"batch_size={args.batch_size}, best of {args.repeats}")
-    print(f"identical answers batched vs single: {same}/{len(prompts)}; "
-          f"max |reward diff| batched vs single: {max_diff:.2e}")
+    print(
+        f"model: random Llama hidden={args.hidden} layers={args.layers}, threads={args.threads}, "
+        f"{args.prompts} prompts, greedy, max_new_tokens={args.max_new_tokens}, "
+        f"batch_size={args.batch_size}, best of {args.repeats}"
+    )
+    print(
+        f"identical answers batched vs single: {same}/{len(prompts)}; "
+        f"max |reward diff| batched vs single: {max_diff:.2e}"
+    )
     print()
     print(f"{'stage':<10} {'unit':<10} {'batched':>10} {'single':>10} {'ratio':>7}")
     print(f"{'generate':<10} {'tokens/s':<10} {gen_b:>10.1f} {gen_s:>10.1f} {gen_b / gen_s:>6.1f}x")
     print(f"{'score':<10} {'answers/s':<10} {sc_b:>10.1f} {sc_s:>10.1f} {sc_b / sc_s:>6.1f}x")
-    print(f"(wall: generate {t_b:.2f}s vs {t_s:.2f}s for {tok_b} vs {tok_s} tokens; "
-          f"score {s_b:.2f}s vs {s_s:.2f}s for {len(records)} answers)")
+    print(
+        f"(wall: generate {t_b:.2f}s vs {t_s:.2f}s for {tok_b} vs {tok_s} tokens; "
+        f"score {s_b:.2f}s vs {s_s:.2f}s for {len(records)} answers)"
+    )
 
 
 if __name__ == "__main__":

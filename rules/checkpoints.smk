@@ -7,8 +7,6 @@ Local folders are used in place (no copy); trained models come from rules/train.
 rule checkpoint_model:
     output:
         directory(f"{R}/checkpoints/{{model}}"),
-    params:
-        spec=model_spec_of,
     log:
         f"{R}/logs/checkpoints/{{model}}.log",
     benchmark:
@@ -17,5 +15,7 @@ rule checkpoint_model:
         model=regex_of(downloaded_models()),
     conda:
         f"{ENVS}/checkpoints.yaml"
+    params:
+        spec=model_spec_of,
     script:
         f"{SMK}/checkpoints.py"

@@ -186,8 +186,7 @@ def variant_model_dir(wildcards):
 
 def extrapolated_dir(path):
     """`temp()` when the user asked not to keep extrapolated checkpoints (~14 GB per α at 7B)."""
-    return temp(directory(path)) if not config["extrapolation"].get("keep_extrapolated", True) \
-        else directory(path)
+    return temp(directory(path)) if not config["extrapolation"].get("keep_extrapolated", True) else directory(path)
 
 
 def pair_inputs(wildcards):
@@ -285,14 +284,17 @@ def scorable(prompt_set, rm):
 
 
 def all_generations():
-    return [f"{R}/generations/{ps}/{g}/{v}.json" for ps in config["prompt_sets"]
-            for g, v in variants_for(ps)]
+    return [f"{R}/generations/{ps}/{g}/{v}.json" for ps in config["prompt_sets"] for g, v in variants_for(ps)]
 
 
 def all_scores():
-    return [f"{R}/scores/{ps}/{rm}/{g}/{v}.json"
-            for ps in config["prompt_sets"] for rm in config["reward_models"]
-            if scorable(ps, rm) for g, v in variants_for(ps)]
+    return [
+        f"{R}/scores/{ps}/{rm}/{g}/{v}.json"
+        for ps in config["prompt_sets"]
+        for rm in config["reward_models"]
+        if scorable(ps, rm)
+        for g, v in variants_for(ps)
+    ]
 
 
 def judge_annotator():
@@ -303,18 +305,24 @@ def judge_targets():
     """Real-AlpacaEval judgements, only when an annotator is configured (costs API money)."""
     if not judge_annotator():
         return []
-    return [f"{R}/alpaca_eval/{ps}/{g}/{v}" for ps, spec in config["prompt_sets"].items()
-            if spec["source"] == "alpaca_eval" for g, v in variants_for(ps)]
+    return [
+        f"{R}/alpaca_eval/{ps}/{g}/{v}"
+        for ps, spec in config["prompt_sets"].items()
+        if spec["source"] == "alpaca_eval"
+        for g, v in variants_for(ps)
+    ]
 
 
 def all_manifests():
-    return [f"{R}/manifests/{pair}/{v}.json" for pair in config["pairs"]
-            for g, v in variants() if g == pair]
+    return [f"{R}/manifests/{pair}/{v}.json" for pair in config["pairs"] for g, v in variants() if g == pair]
 
 
 def all_training_records():
-    return [f"{R}/trained/{m}" for m in trained_models()
-            if model_spec(m)["method"] in ("dpo", "simpo") and m in base_models()]
+    return [
+        f"{R}/trained/{m}"
+        for m in trained_models()
+        if model_spec(m)["method"] in ("dpo", "simpo") and m in base_models()
+    ]
 
 
 REPORT_FILES = {
@@ -341,8 +349,11 @@ def pair_meta():
     for pair, p in config["pairs"].items():
         spec = model_spec(p["aligned"])
         if spec["source"] == "train" and spec["method"] in ("dpo", "simpo"):
-            out[pair] = {"method": spec["method"], "fraction": float(spec.get("fraction", 1.0)),
-                         "aligned": p["aligned"]}
+            out[pair] = {
+                "method": spec["method"],
+                "fraction": float(spec.get("fraction", 1.0)),
+                "aligned": p["aligned"],
+            }
     return out
 
 
@@ -357,8 +368,9 @@ def report_params():
         "pairs": config["pairs"],
         "prompt_sets": list(config["prompt_sets"]),
         "prompt_set_sources": {k: v["source"] for k, v in config["prompt_sets"].items()},
-        "reward_models": {k: {"label": v.get("label", k), "type": v.get("type", "model")}
-                          for k, v in config["reward_models"].items()},
+        "reward_models": {
+            k: {"label": v.get("label", k), "type": v.get("type", "model")} for k, v in config["reward_models"].items()
+        },
         "max_new_tokens": config.get("decoding", {}).get("max_new_tokens"),
         "pair_meta": pair_meta(),
     }
@@ -398,14 +410,21 @@ def check_config():
                 _err(f"prompt set {ps!r}: α {a} is not in any pair's α list {sorted(all_alphas, key=float)}")
         for s in spec.get("schemes") or []:
             if s not in config["extrapolation"].get("schemes", {}):
-                _err(f"prompt set {ps!r}: unknown scheme {s!r}; defined: "
-                     f"{sorted(config['extrapolation'].get('schemes', {}))}")
+                _err(
+                    f"prompt set {ps!r}: unknown scheme {s!r}; defined: "
+                    f"{sorted(config['extrapolation'].get('schemes', {}))}"
+                )
         if spec.get("reference") is not None and spec["source"] == "ultrafeedback":
             _err(f"prompt set {ps!r}: no reference outputs are known for ultrafeedback prompts")
-        if spec.get("reference") is not None and spec["source"] in ("file", "world") \
-                and "path" not in spec["reference"]:
-            _err(f"prompt set {ps!r}: reference outputs for a {spec['source']} prompt set need "
-                 "`reference: {path: answers.jsonl}` (ids and instructions matching the prompts)")
+        if (
+            spec.get("reference") is not None
+            and spec["source"] in ("file", "world")
+            and "path" not in spec["reference"]
+        ):
+            _err(
+                f"prompt set {ps!r}: reference outputs for a {spec['source']} prompt set need "
+                "`reference: {path: answers.jsonl}` (ids and instructions matching the prompts)"
+            )
     ev = config.get("evaluation") or {}
     if ev.get("baseline") == "reference" and not any(has_reference(ps) for ps in config["prompt_sets"]):
         _err("evaluation.baseline is 'reference' but no prompt set has `reference:` outputs")

@@ -10,15 +10,15 @@ rule extrapolate_alpha:
     output:
         model=extrapolated_dir(f"{R}/extrapolated/{{pair}}/alpha{{alpha}}"),
         manifest=f"{R}/manifests/{{pair}}/alpha{{alpha}}.json",
-    params:
-        alpha=alpha_of,
-        allow_pickle=config["extrapolation"].get("allow_pickle", False),
     log:
         f"{R}/logs/extrapolate/{{pair}}/alpha{{alpha}}.log",
     benchmark:
         f"{R}/benchmarks/extrapolate/{{pair}}/alpha{{alpha}}.tsv"
     conda:
         f"{ENVS}/extrapolate.yaml"
+    params:
+        alpha=alpha_of,
+        allow_pickle=config["extrapolation"].get("allow_pickle", False),
     script:
         f"{SMK}/extrapolate.py"
 
@@ -29,14 +29,14 @@ rule extrapolate_scheme:
     output:
         model=extrapolated_dir(f"{R}/extrapolated/{{pair}}/scheme_{{scheme}}"),
         manifest=f"{R}/manifests/{{pair}}/scheme_{{scheme}}.json",
-    params:
-        scheme=scheme_of,
-        allow_pickle=config["extrapolation"].get("allow_pickle", False),
     log:
         f"{R}/logs/extrapolate/{{pair}}/scheme_{{scheme}}.log",
     benchmark:
         f"{R}/benchmarks/extrapolate/{{pair}}/scheme_{{scheme}}.tsv"
     conda:
         f"{ENVS}/extrapolate.yaml"
+    params:
+        scheme=scheme_of,
+        allow_pickle=config["extrapolation"].get("allow_pickle", False),
     script:
         f"{SMK}/extrapolate.py"

@@ -6,12 +6,12 @@ rule prompt_set:
         unpack(prompt_inputs),
     output:
         f"{R}/prompts/{{prompt_set}}.jsonl",
-    params:
-        spec=prompt_spec_of,
     log:
         f"{R}/logs/prompts/{{prompt_set}}.log",
     conda:
         f"{ENVS}/generate.yaml"
+    params:
+        spec=prompt_spec_of,
     script:
         f"{SMK}/prompts.py"
 
@@ -22,19 +22,19 @@ rule generate:
         prompts=f"{R}/prompts/{{prompt_set}}.jsonl",
     output:
         f"{R}/generations/{{prompt_set}}/{{group}}/{{variant}}.json",
-    params:
-        decoding=decoding(),
-        generator=generator_of,
     log:
         f"{R}/logs/generate/{{prompt_set}}/{{group}}/{{variant}}.log",
     benchmark:
         f"{R}/benchmarks/generate/{{prompt_set}}/{{group}}/{{variant}}.tsv"
     wildcard_constraints:
         group=regex_of(list(config["pairs"]) + ["base"]),
-    resources:
-        gpu=1,
     conda:
         f"{ENVS}/generate.yaml"
+    resources:
+        gpu=1,
+    params:
+        decoding=decoding(),
+        generator=generator_of,
     script:
         f"{SMK}/generate.py"
 
@@ -44,11 +44,11 @@ rule reference_outputs:
     so they are scored by the same rules and can serve as the win-rate baseline."""
     output:
         f"{R}/generations/{{prompt_set}}/reference/reference.json",
-    params:
-        spec=reference_spec_of,
     log:
         f"{R}/logs/reference/{{prompt_set}}.log",
     conda:
         f"{ENVS}/generate.yaml"
+    params:
+        spec=reference_spec_of,
     script:
         f"{SMK}/reference.py"

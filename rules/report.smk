@@ -9,30 +9,66 @@ rule report:
         training=all_training_records(),
         published="resources/expo_published_results.csv",
     output:
-        summary_csv=report(REPORT_FILES["summary_csv"], caption="../report/summary.rst",
-                           category="Summary", labels={"table": "variants (CSV)"}),
+        summary_csv=report(
+            REPORT_FILES["summary_csv"],
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"table": "variants (CSV)"},
+        ),
         summary_md=REPORT_FILES["summary_md"],
-        reward_plot=report(REPORT_FILES["reward_plot"], caption="../report/reward_vs_alpha.rst",
-                           category="Rewards", labels={"plot": "reward and win rate vs α"}),
-        diagnostics_plot=report(REPORT_FILES["diagnostics_plot"], caption="../report/diagnostics.rst",
-                                category="Diagnostics", labels={"plot": "length, restating, repetition vs α"}),
-        delta_csv=report(REPORT_FILES["delta_csv"], caption="../report/layer_delta.rst",
-                         category="Weights", labels={"table": "per-layer ||Δ||/||θ||"}),
-        delta_plot=report(REPORT_FILES["delta_plot"], caption="../report/layer_delta.rst",
-                          category="Weights", labels={"plot": "per-layer ||Δ||/||θ||"}),
-        training_plot=report(REPORT_FILES["training_plot"], caption="../report/training.rst",
-                             category="Training", labels={"plot": "training curves"}),
-        published_csv=report(REPORT_FILES["published_csv"], caption="../report/published.rst",
-                             category="Published", labels={"table": "published ExPO numbers"}),
-        study_csv=report(REPORT_FILES["study_csv"], caption="../report/study.rst",
-                         category="Controlled study", labels={"table": "method × data fraction (CSV)"}),
-        study_md=report(REPORT_FILES["study_md"], caption="../report/study.rst",
-                        category="Controlled study", labels={"table": "method × data fraction (Markdown)"}),
-    params:
-        report=report_params(),
+        reward_plot=report(
+            REPORT_FILES["reward_plot"],
+            caption="../report/reward_vs_alpha.rst",
+            category="Rewards",
+            labels={"plot": "reward and win rate vs α"},
+        ),
+        diagnostics_plot=report(
+            REPORT_FILES["diagnostics_plot"],
+            caption="../report/diagnostics.rst",
+            category="Diagnostics",
+            labels={"plot": "length, restating, repetition vs α"},
+        ),
+        delta_csv=report(
+            REPORT_FILES["delta_csv"],
+            caption="../report/layer_delta.rst",
+            category="Weights",
+            labels={"table": "per-layer ||Δ||/||θ||"},
+        ),
+        delta_plot=report(
+            REPORT_FILES["delta_plot"],
+            caption="../report/layer_delta.rst",
+            category="Weights",
+            labels={"plot": "per-layer ||Δ||/||θ||"},
+        ),
+        training_plot=report(
+            REPORT_FILES["training_plot"],
+            caption="../report/training.rst",
+            category="Training",
+            labels={"plot": "training curves"},
+        ),
+        published_csv=report(
+            REPORT_FILES["published_csv"],
+            caption="../report/published.rst",
+            category="Published",
+            labels={"table": "published ExPO numbers"},
+        ),
+        study_csv=report(
+            REPORT_FILES["study_csv"],
+            caption="../report/study.rst",
+            category="Controlled study",
+            labels={"table": "method × data fraction (CSV)"},
+        ),
+        study_md=report(
+            REPORT_FILES["study_md"],
+            caption="../report/study.rst",
+            category="Controlled study",
+            labels={"table": "method × data fraction (Markdown)"},
+        ),
     log:
         f"{R}/logs/report.log",
     conda:
         f"{ENVS}/report.yaml"
+    params:
+        report=report_params(),
     script:
         f"{SMK}/report.py"

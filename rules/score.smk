@@ -6,16 +6,16 @@ rule score:
         unpack(score_inputs),
     output:
         f"{R}/scores/{{prompt_set}}/{{rm}}/{{group}}/{{variant}}.json",
-    params:
-        rm=rm_spec_of,
     log:
         f"{R}/logs/score/{{prompt_set}}/{{rm}}/{{group}}/{{variant}}.log",
     benchmark:
         f"{R}/benchmarks/score/{{prompt_set}}/{{rm}}/{{group}}/{{variant}}.tsv"
-    resources:
-        gpu=score_gpu,
     conda:
         f"{ENVS}/score.yaml"
+    resources:
+        gpu=score_gpu,
+    params:
+        rm=rm_spec_of,
     script:
         f"{SMK}/score.py"
 
@@ -28,11 +28,11 @@ rule alpaca_eval_judge:
         generations=f"{R}/generations/{{prompt_set}}/{{group}}/{{variant}}.json",
     output:
         directory(f"{R}/alpaca_eval/{{prompt_set}}/{{group}}/{{variant}}"),
-    params:
-        annotator=judge_annotator(),
     log:
         f"{R}/logs/alpaca_eval/{{prompt_set}}/{{group}}/{{variant}}.log",
     conda:
         f"{ENVS}/report.yaml"
+    params:
+        annotator=judge_annotator(),
     script:
         f"{SMK}/alpaca_eval_judge.py"

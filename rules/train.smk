@@ -6,17 +6,17 @@ rule train_model:
         unpack(train_inputs),
     output:
         directory(f"{R}/trained/{{model}}"),
-    params:
-        train=train_params,
     log:
         f"{R}/logs/train/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{model}}.tsv"
     wildcard_constraints:
         model=regex_of(trained_models()),
-    resources:
-        gpu=1,
     conda:
         f"{ENVS}/train.yaml"
+    resources:
+        gpu=1,
+    params:
+        train=train_params,
     script:
         f"{SMK}/train.py"

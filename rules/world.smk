@@ -4,12 +4,12 @@
 rule world_data:
     output:
         **{name: world_file(name) for name in WORLD_FILES},
-    params:
-        world={k: v for k, v in config.get("world", {}).items() if k not in ("architectures", "vocab_size")},
     log:
         f"{R}/logs/world_data.log",
     conda:
         f"{ENVS}/train.yaml"
+    params:
+        world={k: v for k, v in config.get("world", {}).items() if k not in ("architectures", "vocab_size")},
     script:
         f"{SMK}/world_data.py"
 
@@ -20,11 +20,11 @@ rule world_tokenizer:
         prefs=world_file("prefs"),
     output:
         directory(f"{R}/world/tokenizer"),
-    params:
-        vocab_size=config.get("world", {}).get("vocab_size", 600),
     log:
         f"{R}/logs/world_tokenizer.log",
     conda:
         f"{ENVS}/train.yaml"
+    params:
+        vocab_size=config.get("world", {}).get("vocab_size", 600),
     script:
         f"{SMK}/world_tokenizer.py"

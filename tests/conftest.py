@@ -37,20 +37,35 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-def make_tiny_llama(out: Path, tokenizer_dir: Path, *, seed: int = 0, layers: int = 2,
-                    tie: bool = False, hidden: int = 32, reward: bool = False, dtype=None) -> Path:
+def make_tiny_llama(
+    out: Path,
+    tokenizer_dir: Path,
+    *,
+    seed: int = 0,
+    layers: int = 2,
+    tie: bool = False,
+    hidden: int = 32,
+    reward: bool = False,
+    dtype=None,
+) -> Path:
     """Save a random tiny Llama (causal LM, or 1-label sequence classifier when ``reward``)."""
     import torch
-    from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                              LlamaForSequenceClassification)
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=256, tie_word_embeddings=tie,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, num_labels=1,
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=tie,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
     )
     torch.manual_seed(seed)
     model = (LlamaForSequenceClassification if reward else LlamaForCausalLM)(cfg)
@@ -64,6 +79,8 @@ def make_tiny_llama(out: Path, tokenizer_dir: Path, *, seed: int = 0, layers: in
 @pytest.fixture
 def tiny_llama_factory(tmp_path, tiny_tokenizer_dir):
     """Call with a name and options to get a saved tiny model folder."""
+
     def factory(name: str = "m", **kw) -> Path:
         return make_tiny_llama(tmp_path / name, tiny_tokenizer_dir, **kw)
+
     return factory

@@ -16,11 +16,13 @@ KEYS = ("OPENAI_API_KEY", "OPENAI_API_KEYS", "OPENAI_CLIENT_CONFIG_PATH", "ANTHR
 @pytest.fixture
 def outputs(tmp_path) -> tuple[Path, Path]:
     model = tmp_path / "model.json"
-    model.write_text(json.dumps([{"instruction": "Name a color.", "output": "Blue.", "generator": "expo-a2",
-                                  "dataset": "demo"}]))
+    model.write_text(
+        json.dumps([{"instruction": "Name a color.", "output": "Blue.", "generator": "expo-a2", "dataset": "demo"}])
+    )
     ref = tmp_path / "ref.json"
-    ref.write_text(json.dumps([{"instruction": "Name a color.", "output": "Red.", "generator": "sft",
-                                "dataset": "demo"}]))
+    ref.write_text(
+        json.dumps([{"instruction": "Name a color.", "output": "Red.", "generator": "sft", "dataset": "demo"}])
+    )
     return model, ref
 
 
@@ -85,8 +87,9 @@ def test_calls_alpaca_eval_evaluate(outputs, tmp_path, monkeypatch, no_keys):
         seen.update(kwargs)
         sub = Path(kwargs["output_path"]) / kwargs["annotators_config"]
         sub.mkdir(parents=True)
-        board = pd.DataFrame({"win_rate": [61.5], "length_controlled_winrate": [55.25], "n_total": [1]},
-                             index=[kwargs["name"]])
+        board = pd.DataFrame(
+            {"win_rate": [61.5], "length_controlled_winrate": [55.25], "n_total": [1]}, index=[kwargs["name"]]
+        )
         board.to_csv(sub / "leaderboard.csv")
         return board, [{"preference": 2.0}]
 

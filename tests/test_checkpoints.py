@@ -13,9 +13,8 @@ import logging
 import shutil
 from pathlib import Path
 
-import pytest
-
 import huggingface_hub
+import pytest
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
 from huggingface_hub.utils import filter_repo_objects
 
@@ -28,6 +27,7 @@ SECRET = "hf_SECRETtoken_do_not_log_123"
 
 # ------------------------------------------------------------------------------- fake Hub
 
+
 class FakeHub:
     """A repo snapshot on disk plus call records; stands in for HfApi.model_info + snapshot_download."""
 
@@ -35,10 +35,10 @@ class FakeHub:
         self.repo_dir = repo_dir
         self.info_calls: list[dict] = []
         self.download_calls: list[dict] = []
-        self.fail_after: int | None = None   # raise after copying this many files (interrupted download)
+        self.fail_after: int | None = None  # raise after copying this many files (interrupted download)
         self.fail_with: type[BaseException] = ConnectionError
         self.info_error: BaseException | None = None
-        self.cache_dir: Path | None = None   # what local_files_only=True returns
+        self.cache_dir: Path | None = None  # what local_files_only=True returns
 
     def files(self) -> list[str]:
         return sorted(str(p.relative_to(self.repo_dir)) for p in self.repo_dir.rglob("*") if p.is_file())
@@ -52,18 +52,33 @@ class FakeHub:
         sib = [SimpleNamespace(rfilename=f, size=(self.repo_dir / f).stat().st_size) for f in self.files()]
         return SimpleNamespace(sha=SHA, siblings=sib)
 
-    def snapshot_download(self, repo_id, *, revision=None, local_dir=None, token=None, allow_patterns=None,
-                          ignore_patterns=None, local_files_only=False, **kw):
-        call = {"repo_id": repo_id, "revision": revision, "token": token, "local_dir": local_dir,
-                "allow_patterns": allow_patterns, "ignore_patterns": ignore_patterns,
-                "local_files_only": local_files_only}
+    def snapshot_download(
+        self,
+        repo_id,
+        *,
+        revision=None,
+        local_dir=None,
+        token=None,
+        allow_patterns=None,
+        ignore_patterns=None,
+        local_files_only=False,
+        **kw,
+    ):
+        call = {
+            "repo_id": repo_id,
+            "revision": revision,
+            "token": token,
+            "local_dir": local_dir,
+            "allow_patterns": allow_patterns,
+            "ignore_patterns": ignore_patterns,
+            "local_files_only": local_files_only,
+        }
         self.download_calls.append(call)
         if local_files_only:
             if self.cache_dir is None:
                 raise LocalEntryNotFoundError("not in cache")
             return str(self.cache_dir)
-        chosen = list(filter_repo_objects(self.files(), allow_patterns=allow_patterns,
-                                          ignore_patterns=ignore_patterns))
+        chosen = list(filter_repo_objects(self.files(), allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
         call["fetched"] = chosen
         for i, name in enumerate(chosen):
             if self.fail_after is not None and i >= self.fail_after:
@@ -114,32 +129,48 @@ def hub_spec(**kw) -> dict:
 
 # ------------------------------------------------------------------------------- spec / patterns
 
+
 def test_allow_patterns_exclude_pickles():
     names = ["pytorch_model.bin", "model.pt", "consolidated.pth", "optimizer.pkl", "x.ckpt"]
     assert not any(ck._matches(n, ck.allow_patterns()) for n in names)
-    keep = ["model.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
-            "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json", "tokenizer.model", "merges.txt", "vocab.json", "chat_template.jinja"]
+    keep = [
+        "model.safetensors",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.model",
+        "merges.txt",
+        "vocab.json",
+        "chat_template.jinja",
+    ]
     assert all(ck._matches(n, ck.allow_patterns()) for n in keep)
     assert ck._matches("pytorch_model.bin", ck.allow_patterns(allow_pickle=True))
 
 
-@pytest.mark.parametrize("bad, msg", [
-    ({"source": "hub", "repo": "org/x", "revison": "abc"}, "unknown key"),
-    ({"source": "hub", "repo": "noslash"}, "org/name"),
-    ({"source": "hub", "repo": "org/x", "token": "hf_x"}, "do not put a token"),
-    ({"source": "hbu", "repo": "org/x", "token": "hf_x"}, "do not put a token"),
-    ({"source": "ftp", "path": "x"}, "'source' must be one of"),
-    ({"source": "local"}, "'path' is required"),
-    ({"source": "gguf", "path": "a.gguf", "package": "p", "file": "*"}, "either 'path' or 'package'"),
-    ({"source": "gguf", "package": "p"}, "'file'"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        ({"source": "hub", "repo": "org/x", "revison": "abc"}, "unknown key"),
+        ({"source": "hub", "repo": "noslash"}, "org/name"),
+        ({"source": "hub", "repo": "org/x", "token": "hf_x"}, "do not put a token"),
+        ({"source": "hbu", "repo": "org/x", "token": "hf_x"}, "do not put a token"),
+        ({"source": "ftp", "path": "x"}, "'source' must be one of"),
+        ({"source": "local"}, "'path' is required"),
+        ({"source": "gguf", "path": "a.gguf", "package": "p", "file": "*"}, "either 'path' or 'package'"),
+        ({"source": "gguf", "package": "p"}, "'file'"),
+    ],
+)
 def test_bad_specs_name_the_problem(bad, msg, tmp_path):
     with pytest.raises(ValueError, match=msg):
         ck.materialize(bad, tmp_path / "out")
 
 
 # ------------------------------------------------------------------------------- hub
+
 
 def test_hub_pinned_revision_passed_through_and_only_safe_files(hub, tmp_path):
     out = tmp_path / "ckpt" / "sft"
@@ -154,9 +185,12 @@ def test_hub_pinned_revision_passed_through_and_only_safe_files(hub, tmp_path):
     assert {"config.json", "model.safetensors", "tokenizer.json", "source.json"} <= names
     src = read_json(out / "source.json")
     assert src["commit"] == SHA and src["spec"]["revision"] == SHA and src["weights_format"] == "safetensors"
-    assert {f["name"]: f["size"] for f in src["files"]}["model.safetensors"] == (out / "model.safetensors").stat().st_size
+    assert {f["name"]: f["size"] for f in src["files"]}["model.safetensors"] == (
+        out / "model.safetensors"
+    ).stat().st_size
     assert not (out.parent / ".partial-sft").exists()
     from transformers import AutoModelForCausalLM
+
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
 
 
@@ -198,7 +232,7 @@ def test_token_used_but_never_logged(hub, tmp_path, monkeypatch, caplog):
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     setup_logging(log_file, level=logging.DEBUG)  # the CLI/Snakemake path: stderr + log file
-    root.addHandler(caplog.handler)               # basicConfig(force=True) dropped caplog's handler
+    root.addHandler(caplog.handler)  # basicConfig(force=True) dropped caplog's handler
     try:
         ck.materialize(hub_spec(), tmp_path / "o")
     finally:
@@ -309,6 +343,7 @@ def test_size_mismatch_is_caught(hub, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------- local
 
+
 def test_local_folder_is_linked_and_recorded(tiny_llama_factory, tmp_path):
     src = tiny_llama_factory("src")
     out = tmp_path / "ckpt"
@@ -318,6 +353,7 @@ def test_local_folder_is_linked_and_recorded(tiny_llama_factory, tmp_path):
     assert rec["weights_format"] == "safetensors" and rec["path"] == str(src.resolve())
     assert ck.is_complete(out, {"source": "local", "path": str(src)})
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     AutoModelForCausalLM.from_pretrained(out)
     AutoTokenizer.from_pretrained(out)
     # editing the source invalidates the record
@@ -361,7 +397,9 @@ def test_local_validation_errors(tiny_llama_factory, tmp_path):
         ck.materialize({"source": "local", "path": str(src)}, tmp_path / "o")
     rec = ck.materialize({"source": "local", "path": str(src), "allow_pickle": True}, tmp_path / "o")
     assert rec["weights_format"] == "pickle"
-    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}))
+    (src / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}})
+    )
     (src / "model-00002-of-00002.safetensors").write_bytes(b"x")
     with pytest.raises(ValueError, match="missing.*model-00001-of-00002"):
         ck.materialize({"source": "local", "path": str(src)}, tmp_path / "o2")
@@ -371,12 +409,14 @@ def test_local_validation_errors(tiny_llama_factory, tmp_path):
 def test_cli_local(tiny_llama_factory, tmp_path):
     src = tiny_llama_factory("src")
     log = tmp_path / "log.txt"
-    ck.main(["--spec", json.dumps({"source": "local", "path": str(src)}), "--out", str(tmp_path / "o"),
-             "--log", str(log)])
+    ck.main(
+        ["--spec", json.dumps({"source": "local", "path": str(src)}), "--out", str(tmp_path / "o"), "--log", str(log)]
+    )
     assert (tmp_path / "o" / "source.json").is_file() and "checkpoint ready" in log.read_text()
 
 
 # ------------------------------------------------------------------------------- GGUF (real model)
+
 
 def test_find_package_file_errors():
     with pytest.raises(ValueError, match="not installed"):
@@ -404,12 +444,16 @@ def test_smollm2_gguf_converts_loads_and_chats(tmp_path):
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert tok.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == tok.eos_token_id
-    enc = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     assert tok.decode(enc["input_ids"][0]).endswith("<|im_start|>assistant\n")
     with torch.no_grad():
         gen = model.generate(**enc, max_new_tokens=12, do_sample=False)
-    answer = tok.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
     # converted once: a second call is a no-op
     assert ck.materialize(spec, out) == rec

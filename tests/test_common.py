@@ -1,12 +1,25 @@
+import re
+
 import pytest
 
 from workflow_scripts.common import ALPHA_REGEX, atomic_dir, atomic_path, format_alpha
-import re
 
 
-@pytest.mark.parametrize("alpha,text", [(0.5, "0.5"), (2.0, "2"), (2, "2"), ("2.00", "2"),
-                                         (-0.5, "-0.5"), (1e-3, "0.001"), (25, "25"), (0.0, "0"),
-                                         (-0.0, "0"), (1e-7, "0.0000001")])
+@pytest.mark.parametrize(
+    "alpha,text",
+    [
+        (0.5, "0.5"),
+        (2.0, "2"),
+        (2, "2"),
+        ("2.00", "2"),
+        (-0.5, "-0.5"),
+        (1e-3, "0.001"),
+        (25, "25"),
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1e-7, "0.0000001"),
+    ],
+)
 def test_format_alpha(alpha, text):
     assert format_alpha(alpha) == text
     assert re.fullmatch(ALPHA_REGEX, text)

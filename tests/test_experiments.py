@@ -24,8 +24,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
-WORKFLOW_PARTS = ("Snakefile", "config.yaml", "rules", "schemas", "workflow_scripts", "resources",
-                  "envs", "profiles", "report", "experiments")
+WORKFLOW_PARTS = (
+    "Snakefile",
+    "config.yaml",
+    "rules",
+    "schemas",
+    "workflow_scripts",
+    "resources",
+    "envs",
+    "profiles",
+    "report",
+    "experiments",
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +55,21 @@ def workflow_copy(tmp_path_factory) -> Path:
 def plan(root: Path, experiment: str) -> dict[str, set[str]]:
     """Output files of the dry-run plan, by rule (paths relative to results/<experiment>/)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--configfile", f"experiments/{experiment}.yaml",
-         "--summary", "--cores", "1"],
-        cwd=root, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--configfile",
+            f"experiments/{experiment}.yaml",
+            "--summary",
+            "--cores",
+            "1",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"dry run of {experiment} failed:\n{proc.stderr[-4000:]}"
     lines = [ln.split("\t") for ln in proc.stdout.splitlines() if "\t" in ln]
     assert lines and lines[0][:3] == ["output_file", "date", "rule"], proc.stdout[:500]
@@ -56,12 +78,12 @@ def plan(root: Path, experiment: str) -> dict[str, set[str]]:
     for row in lines[1:]:
         path, rule = row[0], row[2]
         assert path.startswith(prefix) or path.startswith("report"), f"{path} is outside {prefix}"
-        out[rule].add(path[len(prefix):])
+        out[rule].add(path[len(prefix) :])
     return out
 
 
 def files_under(jobs: dict[str, set[str]], rule: str, folder: str) -> set[str]:
-    return {p[len(folder) + 1:] for p in jobs[rule] if p.startswith(folder + "/")}
+    return {p[len(folder) + 1 :] for p in jobs[rule] if p.startswith(folder + "/")}
 
 
 def expected_variants(pairs: dict, *, dev: bool = False, schemes: dict | None = None) -> set[str]:
@@ -95,12 +117,14 @@ PUBLISHED_ALPHA = {"dpo_0.05": "25", "dpo_0.1": "8", "dpo_0.2": "2.5", "dpo_0.4"
 def test_zephyr_controlled_plan(workflow_copy):
     jobs = plan(workflow_copy, "zephyr_controlled")
     assert set(jobs) == {"checkpoint_model", "prompt_set", "extrapolate_alpha", "generate", "score", "report"}
-    assert jobs["checkpoint_model"] == {f"checkpoints/{m}" for m in (
-        "zephyr_sft", "zephyr_0.05", "zephyr_0.1", "zephyr_0.2", "zephyr_0.4", "zephyr_dpo", "rm_mistral")}
+    assert jobs["checkpoint_model"] == {
+        f"checkpoints/{m}"
+        for m in ("zephyr_sft", "zephyr_0.05", "zephyr_0.1", "zephyr_0.2", "zephyr_0.4", "zephyr_dpo", "rm_mistral")
+    }
     manifests = files_under(jobs, "extrapolate_alpha", "manifests")
     assert manifests == {f"{p}/alpha{a}.json" for p, s in ZEPHYR_PAIRS.items() for a in s["alphas"]}
     assert len(manifests) == 25
-    for pair, alpha in PUBLISHED_ALPHA.items():   # every sweep contains the paper's α
+    for pair, alpha in PUBLISHED_ALPHA.items():  # every sweep contains the paper's α
         assert f"{pair}/alpha{alpha}.json" in manifests
     assert jobs["prompt_set"] == {"prompts/alpaca_eval.jsonl", "prompts/uf_dev.jsonl"}
     assert files_under(jobs, "generate", "generations/alpaca_eval") == _json(expected_variants(ZEPHYR_PAIRS))
@@ -117,8 +141,11 @@ def test_zephyr_controlled_publishes_every_pair():
     rows = list(csv.DictReader(open(REPO / "resources/expo_published_results.csv")))
     for name, pair in cfg["pairs"].items():
         pub = pair["published"]
-        alphas = {float(r["alpha"]) for r in rows
-                  if r["sft_model"] == pub["sft_model"] and r["aligned_model"] == pub["aligned_model"]}
+        alphas = {
+            float(r["alpha"])
+            for r in rows
+            if r["sft_model"] == pub["sft_model"] and r["aligned_model"] == pub["aligned_model"]
+        }
         assert alphas, f"pair {name}: no published row for {pub}"
         assert alphas <= {float(a) for a in pair["alphas"]}, f"pair {name}: published α {alphas} not swept"
         assert cfg["models"][pair["aligned"]]["repo"] == pub["aligned_model"]
@@ -152,12 +179,13 @@ def test_openchat_starling_plan(workflow_copy):
 
 # ------------------------------------------------------------------------------ the offline real model
 
+
 def test_smollm2_offline_plan(workflow_copy):
     jobs = plan(workflow_copy, "smollm2_offline")
     assert jobs["checkpoint_model"] == {"checkpoints/smollm2", "checkpoints/minilm"}
     assert jobs["train_model"] == {"trained/smollm2_dpo", "trained/minilm_rm"}
     assert files_under(jobs, "world_data", "world/data") == {"sft.jsonl", "prefs.jsonl", "eval.jsonl", "dev.jsonl"}
-    assert "world_tokenizer" not in jobs   # SmolLM2 and MiniLM bring their own tokenizers
+    assert "world_tokenizer" not in jobs  # SmolLM2 and MiniLM bring their own tokenizers
     alphas = ["1", "2", "4", "8"]
     assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"dpo/alpha{a}.json" for a in alphas}
     assert files_under(jobs, "extrapolate_scheme", "manifests") == {"dpo/scheme_thirds.json"}
@@ -188,6 +216,7 @@ def test_smollm2_offline_never_trains_on_evaluated_prompts():
 
 
 # ------------------------------------------------------------------------------ every experiment
+
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_replaces_the_default_config(workflow_copy, experiment):

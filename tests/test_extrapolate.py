@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from workflow_scripts.extrapolate import extrapolate, main as cli_main
+from workflow_scripts.extrapolate import extrapolate
+from workflow_scripts.extrapolate import main as cli_main
 from workflow_scripts.schemes import Scheme, layer_index, tensor_kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,7 @@ def assert_no_output(out: Path) -> None:
 def pair(tiny_llama_factory):
     def make(**kw):
         return tiny_llama_factory("sft", seed=0, **kw), tiny_llama_factory("aligned", seed=1, **kw)
+
     return make
 
 
@@ -113,8 +115,7 @@ def test_bf16_in_bf16_out(pair, tmp_path):
     assert naive_differs
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16,
-                                   torch.float8_e4m3fn])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn])
 def test_every_float_dtype_matches_torch_and_ints_are_copied(tmp_path, dtype):
     """Hand-built checkpoints: each float dtype in → same dtype out, equal to torch's fp32 math."""
     g = torch.Generator().manual_seed(0)
@@ -146,23 +147,39 @@ def test_every_float_dtype_matches_torch_and_ints_are_copied(tmp_path, dtype):
 def test_alpha_zero_is_aligned_bit_for_bit(pair, tmp_path):
     sft, aligned = pair(dtype=torch.bfloat16)
     # include a negative zero, which naive a + 0*(a-s) would turn into +0
-    aligned2 = modify(aligned, tmp_path / "aligned_negzero",
-                      lambda sd: {**sd, "model.norm.weight": torch.cat([torch.tensor([-0.0], dtype=torch.bfloat16),
-                                                                        sd["model.norm.weight"][1:]])})
+    aligned2 = modify(
+        aligned,
+        tmp_path / "aligned_negzero",
+        lambda sd: {
+            **sd,
+            "model.norm.weight": torch.cat([torch.tensor([-0.0], dtype=torch.bfloat16), sd["model.norm.weight"][1:]]),
+        },
+    )
     extrapolate(sft, aligned2, tmp_path / "out", 0)
     a, o = load_dir(aligned2), load_dir(tmp_path / "out")
     for k in a:
         assert torch.equal(bits(o[k]), bits(a[k])), k
-    assert (aligned2 / "model.safetensors").read_bytes()[-1000:] == (tmp_path / "out" / "model.safetensors").read_bytes()[-1000:]
+    assert (aligned2 / "model.safetensors").read_bytes()[-1000:] == (
+        tmp_path / "out" / "model.safetensors"
+    ).read_bytes()[-1000:]
 
 
 def test_uniform_equals_groups_at_same_alpha(pair, tmp_path):
     sft, aligned = pair(layers=4)
     extrapolate(sft, aligned, tmp_path / "u", 1.5)
-    scheme = Scheme.from_config({"groups": [{"layers": [0, 0.5], "alpha": 1.5},
-                                            {"layers": [2, 3], "by": "index", "alpha": 1.5, "modules": ["mlp"]},
-                                            {"layers": [2, 4], "by": "index", "alpha": 1.5}],
-                                 "embed": 1.5, "norm": 1.5, "lm_head": 1.5, "default": 1.5})
+    scheme = Scheme.from_config(
+        {
+            "groups": [
+                {"layers": [0, 0.5], "alpha": 1.5},
+                {"layers": [2, 3], "by": "index", "alpha": 1.5, "modules": ["mlp"]},
+                {"layers": [2, 4], "by": "index", "alpha": 1.5},
+            ],
+            "embed": 1.5,
+            "norm": 1.5,
+            "lm_head": 1.5,
+            "default": 1.5,
+        }
+    )
     extrapolate(sft, aligned, tmp_path / "g", scheme)
     assert (tmp_path / "u/model.safetensors").read_bytes() == (tmp_path / "g/model.safetensors").read_bytes()
     preset = Scheme.from_config({"preset": "thirds", "alphas": [1.5, 1.5, 1.5]})
@@ -172,9 +189,16 @@ def test_uniform_equals_groups_at_same_alpha(pair, tmp_path):
 
 def test_layerwise_scheme_applies_each_alpha(pair, tmp_path):
     sft, aligned = pair(layers=2)
-    spec = {"groups": [{"layers": [0, 1], "by": "index", "alpha": 2.0},
-                       {"layers": [1, 2], "by": "index", "alpha": 0.5, "modules": ["mlp"]}],
-            "embed": 1.0, "norm": 3.0, "lm_head": 4.0, "default": 0.0}
+    spec = {
+        "groups": [
+            {"layers": [0, 1], "by": "index", "alpha": 2.0},
+            {"layers": [1, 2], "by": "index", "alpha": 0.5, "modules": ["mlp"]},
+        ],
+        "embed": 1.0,
+        "norm": 3.0,
+        "lm_head": 4.0,
+        "default": 0.0,
+    }
     m = extrapolate(sft, aligned, tmp_path / "out", spec)
     a, s, o = load_dir(aligned), load_dir(sft), load_dir(tmp_path / "out")
 
@@ -211,7 +235,9 @@ def test_tied_model_stays_tied_and_loads(pair, tmp_path):
 
 def test_tied_aligned_with_stored_head_writes_no_head(pair, tmp_path):
     sft, aligned = pair(tie=True)
-    aligned2 = modify(aligned, tmp_path / "a2", lambda sd: {**sd, "lm_head.weight": sd["model.embed_tokens.weight"].clone()})
+    aligned2 = modify(
+        aligned, tmp_path / "a2", lambda sd: {**sd, "lm_head.weight": sd["model.embed_tokens.weight"].clone()}
+    )
     extrapolate(sft, aligned2, tmp_path / "out", 1.0)
     assert "lm_head.weight" not in load_dir(tmp_path / "out")
 
@@ -227,8 +253,14 @@ def test_untied_model_loads_with_from_pretrained(pair, tmp_path):
     sd = model.state_dict()
     for k, v in o.items():
         assert torch.equal(sd[k], v), k
-    for f in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-              "chat_template.jinja", "manifest.json"):
+    for f in (
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "chat_template.jinja",
+        "manifest.json",
+    ):
         assert (tmp_path / "out" / f).exists(), f
     assert (tmp_path / "out/config.json").read_bytes() == (aligned / "config.json").read_bytes()
 
@@ -302,17 +334,28 @@ def _expect_error(sft, aligned, out, match, scheme=1.0, **kw):
 
 def test_error_missing_and_extra_key(pair, tmp_path):
     sft, aligned = pair()
-    drop = modify(sft, tmp_path / "s_missing",
-                  lambda sd: {k: v for k, v in sd.items() if k != "model.layers.1.mlp.up_proj.weight"})
-    _expect_error(drop, aligned, tmp_path / "out", r"'model\.layers\.1\.mlp\.up_proj\.weight' is in aligned .* not in sft")
+    drop = modify(
+        sft,
+        tmp_path / "s_missing",
+        lambda sd: {k: v for k, v in sd.items() if k != "model.layers.1.mlp.up_proj.weight"},
+    )
+    _expect_error(
+        drop, aligned, tmp_path / "out", r"'model\.layers\.1\.mlp\.up_proj\.weight' is in aligned .* not in sft"
+    )
     more = modify(sft, tmp_path / "s_extra", lambda sd: {**sd, "model.layers.0.extra.weight": torch.zeros(3)})
     _expect_error(more, aligned, tmp_path / "out", r"'model\.layers\.0\.extra\.weight' is in sft .* not in aligned")
 
 
 def test_error_shape_mismatch(pair, tmp_path):
     sft, aligned = pair()
-    bad = modify(sft, tmp_path / "s_shape", lambda sd: {**sd, "model.layers.0.self_attn.q_proj.weight":
-                                                        sd["model.layers.0.self_attn.q_proj.weight"][:, :-1]})
+    bad = modify(
+        sft,
+        tmp_path / "s_shape",
+        lambda sd: {
+            **sd,
+            "model.layers.0.self_attn.q_proj.weight": sd["model.layers.0.self_attn.q_proj.weight"][:, :-1],
+        },
+    )
     _expect_error(bad, aligned, tmp_path / "out", r"'model\.layers\.0\.self_attn\.q_proj\.weight' has shape")
 
 
@@ -336,7 +379,9 @@ def test_error_nan_inf_inputs(pair, tmp_path, which, val):
     src = sft if which == "sft" else aligned
     bad = modify(src, tmp_path / f"{which}_bad", poison)
     args = (bad, aligned) if which == "sft" else (sft, bad)
-    _expect_error(*args, tmp_path / "out", rf"'model\.layers\.1\.self_attn\.v_proj\.weight' contains NaN/Inf in the {which}")
+    _expect_error(
+        *args, tmp_path / "out", rf"'model\.layers\.1\.self_attn\.v_proj\.weight' contains NaN/Inf in the {which}"
+    )
 
 
 def test_error_output_overflow(pair, tmp_path):
@@ -359,8 +404,10 @@ def test_error_pickle_refused_unless_allowed(pair, tmp_path):
 
 def test_error_scheme_outside_model_and_out_is_input(pair, tmp_path):
     sft, aligned = pair(layers=2)
-    spec = {"groups": [{"layers": [0, 1], "by": "index", "alpha": 1}, {"layers": [1, 5], "by": "index", "alpha": 2}],
-            "default": 1}
+    spec = {
+        "groups": [{"layers": [0, 1], "by": "index", "alpha": 1}, {"layers": [1, 5], "by": "index", "alpha": 2}],
+        "default": 1,
+    }
     _expect_error(sft, aligned, tmp_path / "out", r"group 2 layers \[1, 5\) is outside a model with 2 layers", spec)
     with pytest.raises(ValueError, match="would overwrite the aligned checkpoint"):
         extrapolate(sft, aligned, aligned, 1.0)
@@ -396,8 +443,11 @@ def test_kill_mid_write_leaves_no_finished_folder(pair, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert not out.exists()
-    assert not any((p / "manifest.json").exists() or (p / "config.json").exists()
-                   for p in tmp_path.iterdir() if p.name.startswith(".tmp-out"))
+    assert not any(
+        (p / "manifest.json").exists() or (p / "config.json").exists()
+        for p in tmp_path.iterdir()
+        if p.name.startswith(".tmp-out")
+    )
     # a rerun after the crash succeeds
     extrapolate(sft, aligned, out, 1.0)
     assert (out / "manifest.json").exists()
@@ -427,8 +477,18 @@ def test_manifest_contents(pair, tmp_path):
     sft, aligned = pair(layers=3)
     m = extrapolate(sft, aligned, tmp_path / "out", 1.0)
     assert json.loads((tmp_path / "out/manifest.json").read_text()) == m
-    for key in ("scheme", "alpha", "inputs", "groups", "layers", "special", "added_vocab_rows", "dtype",
-                "n_tensors", "elapsed_s"):
+    for key in (
+        "scheme",
+        "alpha",
+        "inputs",
+        "groups",
+        "layers",
+        "special",
+        "added_vocab_rows",
+        "dtype",
+        "n_tensors",
+        "elapsed_s",
+    ):
         assert key in m, key
     assert [e["layer"] for e in m["layers"]] == [0, 1, 2]
     a, s = load_dir(aligned), load_dir(sft)
@@ -448,8 +508,20 @@ def test_manifest_contents(pair, tmp_path):
 def test_cli_alpha_and_scheme_file(pair, tmp_path):
     sft, aligned = pair()
     log = tmp_path / "logs/x.log"
-    cli_main(["--sft", str(sft), "--aligned", str(aligned), "--alpha", "0.5", "--out", str(tmp_path / "a"),
-              "--log", str(log)])
+    cli_main(
+        [
+            "--sft",
+            str(sft),
+            "--aligned",
+            str(aligned),
+            "--alpha",
+            "0.5",
+            "--out",
+            str(tmp_path / "a"),
+            "--log",
+            str(log),
+        ]
+    )
     assert (tmp_path / "a/manifest.json").exists() and log.read_text()
     yml = tmp_path / "scheme.yaml"
     yml.write_text("preset: thirds_5_10_15\n")
@@ -459,19 +531,47 @@ def test_cli_alpha_and_scheme_file(pair, tmp_path):
     cli_main(["--sft", str(sft), "--aligned", str(aligned), "--scheme", '{"alpha": 0.5}', "--out", str(tmp_path / "c")])
     assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "c/model.safetensors").read_bytes()
     with pytest.raises(SystemExit) as exc:
-        cli_main(["--sft", str(sft), "--aligned", str(aligned), "--scheme", '{"preset": "halves"}',
-                  "--out", str(tmp_path / "d")])
+        cli_main(
+            [
+                "--sft",
+                str(sft),
+                "--aligned",
+                str(aligned),
+                "--scheme",
+                '{"preset": "halves"}',
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
     assert exc.value.code == 2
     assert_no_output(tmp_path / "d")
 
 
 def test_cli_runs_as_module_without_torch(pair, tmp_path):
     sft, aligned = pair()
-    code = ("import sys, runpy; sys.argv = ['x'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_module('workflow_scripts.extrapolate', run_name='__main__')\n"
-            "finally:\n    print('TORCH' if 'torch' in sys.modules else 'NO_TORCH')\n")
-    r = subprocess.run([sys.executable, "-c", code, "--sft", str(sft), "--aligned", str(aligned), "--alpha", "1",
-                        "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True)
+    code = (
+        "import sys, runpy; sys.argv = ['x'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('workflow_scripts.extrapolate', run_name='__main__')\n"
+        "finally:\n    print('TORCH' if 'torch' in sys.modules else 'NO_TORCH')\n"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--sft",
+            str(sft),
+            "--aligned",
+            str(aligned),
+            "--alpha",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o/model.safetensors").exists()
     # torch costs seconds of import and ~200 MB of RSS; the safetensors path does not need it
@@ -494,33 +594,45 @@ def test_scheme_presets_and_fraction_mapping():
     assert Scheme.from_config({"alpha": 2}) == u
 
 
-@pytest.mark.parametrize("spec,match", [
-    ({"preset": "halves"}, "unknown scheme preset 'halves'"),
-    ({"preset": "thirds"}, "needs 'alphas"),
-    ({"preset": "thirds_5_10_15", "alphas": [1, 2, 3]}, "fixed α"),
-    ({"groups": [{"layers": [0, 1], "alpha": 1}]}, "explicit 'default'"),
-    ({"groups": [{"layers": [0, 1.5], "alpha": 1}], "default": 0}, r"group 1: fraction range"),
-    ({"groups": [{"layers": [0, 1]}], "default": 0}, "group 1: missing 'alpha'"),
-    ({"groups": [{"layers": [0, 1], "alpha": "x"}], "default": 0}, "α must be a number"),
-    ({"groups": [{"layers": [0, 1], "alpha": 1, "by": "depth"}], "default": 0}, "'by' must be"),
-    ({"groups": [{"layers": [0.5, 2], "alpha": 1, "by": "index"}], "default": 0}, "must be integers"),
-    ({"groups": [{"layers": [0, 1], "alpha": 1, "modules": "mlp", "extra": 1}], "default": 0}, "unknown key"),
-    ({"groups": [], "default": 0}, "non-empty list"),
-    ({"groups": [{"layers": [0, 1], "alpha": 1}], "default": 0, "embeds": 1}, r"unknown scheme key\(s\) \['embeds'\]"),
-    ({"foo": 1}, "needs one of"),
-    (True, "number or a mapping"),
-    (float("nan"), "finite"),
-    ("abc", "number or a mapping"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ({"preset": "halves"}, "unknown scheme preset 'halves'"),
+        ({"preset": "thirds"}, "needs 'alphas"),
+        ({"preset": "thirds_5_10_15", "alphas": [1, 2, 3]}, "fixed α"),
+        ({"groups": [{"layers": [0, 1], "alpha": 1}]}, "explicit 'default'"),
+        ({"groups": [{"layers": [0, 1.5], "alpha": 1}], "default": 0}, r"group 1: fraction range"),
+        ({"groups": [{"layers": [0, 1]}], "default": 0}, "group 1: missing 'alpha'"),
+        ({"groups": [{"layers": [0, 1], "alpha": "x"}], "default": 0}, "α must be a number"),
+        ({"groups": [{"layers": [0, 1], "alpha": 1, "by": "depth"}], "default": 0}, "'by' must be"),
+        ({"groups": [{"layers": [0.5, 2], "alpha": 1, "by": "index"}], "default": 0}, "must be integers"),
+        ({"groups": [{"layers": [0, 1], "alpha": 1, "modules": "mlp", "extra": 1}], "default": 0}, "unknown key"),
+        ({"groups": [], "default": 0}, "non-empty list"),
+        (
+            {"groups": [{"layers": [0, 1], "alpha": 1}], "default": 0, "embeds": 1},
+            r"unknown scheme key\(s\) \['embeds'\]",
+        ),
+        ({"foo": 1}, "needs one of"),
+        (True, "number or a mapping"),
+        (float("nan"), "finite"),
+        ("abc", "number or a mapping"),
+    ],
+)
 def test_scheme_validation_errors(spec, match):
     with pytest.raises(ValueError, match=match):
         Scheme.from_config(spec)
 
 
 def test_scheme_validate_for_and_modules():
-    s = Scheme.from_config({"groups": [{"layers": [0, 4], "by": "index", "alpha": 1},
-                                       {"layers": [4, 12], "by": "index", "alpha": 2, "modules": ["mlp"]}],
-                            "default": 0.5})
+    s = Scheme.from_config(
+        {
+            "groups": [
+                {"layers": [0, 4], "by": "index", "alpha": 1},
+                {"layers": [4, 12], "by": "index", "alpha": 2, "modules": ["mlp"]},
+            ],
+            "default": 0.5,
+        }
+    )
     with pytest.raises(ValueError, match=r"group 2 layers \[4, 12\) is outside a model with 6 layers"):
         s.validate_for(6)
     s.validate_for(12)
@@ -545,7 +657,8 @@ def test_tensor_name_conventions():
 
 # ----------------------------------------------------------------------------- delta report
 def test_delta_report_table_and_plot(pair, tmp_path):
-    from workflow_scripts.delta_report import delta_table, main as report_main, plot_delta
+    from workflow_scripts.delta_report import delta_table, plot_delta
+    from workflow_scripts.delta_report import main as report_main
 
     sft, aligned = pair(layers=3)
     m = extrapolate(sft, aligned, tmp_path / "out", 1.0)
@@ -589,7 +702,9 @@ def test_fused_kernel_gives_the_numpy_paths_bits(pair, tmp_path, fresh_kernels, 
     fresh_kernels._cached.clear()
     assert fresh_kernels.bf16_kernel() is None
     m_np = extrapolate(sft, aligned, tmp_path / "numpy", alpha, chunk_elems=1001)
-    assert (tmp_path / "fast" / "model.safetensors").read_bytes() == (tmp_path / "numpy" / "model.safetensors").read_bytes()
+    assert (tmp_path / "fast" / "model.safetensors").read_bytes() == (
+        tmp_path / "numpy" / "model.safetensors"
+    ).read_bytes()
     fast, ref = _manifest_norms(m_fast), _manifest_norms(m_np)
     assert fast.keys() == ref.keys()
     for k in ref:  # same sums, accumulated in a different order
@@ -624,6 +739,7 @@ def test_kernel_is_built_once_into_the_cache(fresh_kernels, tmp_path):
 
 def test_miscompiled_kernel_is_refused(fresh_kernels, monkeypatch, caplog):
     """A kernel whose bits differ from the reference (here: one that writes nothing) is not used."""
+
     class FakeLib:
         def __init__(self, path):
             self.expo_bf16 = lambda *args: None

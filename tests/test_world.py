@@ -4,8 +4,15 @@ import random
 
 import pytest
 
-from workflow_scripts.world.tasks import (HELD_OUT_KINDS, STYLES, answer_in_style, build_world,
-                                          gold_reward, grade, sample_task)
+from workflow_scripts.world.tasks import (
+    HELD_OUT_KINDS,
+    STYLES,
+    answer_in_style,
+    build_world,
+    gold_reward,
+    grade,
+    sample_task,
+)
 
 
 def test_world_is_deterministic():
@@ -42,20 +49,38 @@ def test_preference_pairs_prefer_the_good_style():
             assert good > bad, (t.instruction, style)
 
 
-@pytest.mark.parametrize("task,instruction,output,gold,flags", [
-    ({"kind": "list", "category": "colors", "n": 3}, "List 3 colors.", "red, blue, green", 1.0, {}),
-    ({"kind": "list", "category": "colors", "n": 3}, "List 3 colors.", "List 3 colors. red, blue, green",
-     0.7, {"restated": True}),
-    ({"kind": "list", "category": "colors", "n": 3}, "List 3 colors.", "List 3 colors.", -0.3,
-     {"restated": True, "restated_only": True}),
-    ({"kind": "repeat", "word": "cat", "n": 2}, "Say cat 2 times.", "cat cat", 1.0, {}),
-    ({"kind": "repeat", "word": "cat", "n": 2}, "Say cat 2 times.", "cat cat cat cat cat cat", -0.4,
-     {"rambling": True}),
-    ({"kind": "opposite", "word": "hot"}, "Opposite of hot?", "cold", 1.0, {}),
-    ({"kind": "opposite", "word": "hot"}, "Opposite of hot?", "cold cold cold", 0.1, {"rambling": True}),
-    ({"kind": "opposite", "word": "hot"}, "Opposite of hot?", "", 0.0, {}),
-    ({"kind": "reverse", "seq": ["a", "b", "c"]}, "Reverse: a b c", "c b a", 1.0, {}),
-])
+@pytest.mark.parametrize(
+    "task,instruction,output,gold,flags",
+    [
+        ({"kind": "list", "category": "colors", "n": 3}, "List 3 colors.", "red, blue, green", 1.0, {}),
+        (
+            {"kind": "list", "category": "colors", "n": 3},
+            "List 3 colors.",
+            "List 3 colors. red, blue, green",
+            0.7,
+            {"restated": True},
+        ),
+        (
+            {"kind": "list", "category": "colors", "n": 3},
+            "List 3 colors.",
+            "List 3 colors.",
+            -0.3,
+            {"restated": True, "restated_only": True},
+        ),
+        ({"kind": "repeat", "word": "cat", "n": 2}, "Say cat 2 times.", "cat cat", 1.0, {}),
+        (
+            {"kind": "repeat", "word": "cat", "n": 2},
+            "Say cat 2 times.",
+            "cat cat cat cat cat cat",
+            -0.4,
+            {"rambling": True},
+        ),
+        ({"kind": "opposite", "word": "hot"}, "Opposite of hot?", "cold", 1.0, {}),
+        ({"kind": "opposite", "word": "hot"}, "Opposite of hot?", "cold cold cold", 0.1, {"rambling": True}),
+        ({"kind": "opposite", "word": "hot"}, "Opposite of hot?", "", 0.0, {}),
+        ({"kind": "reverse", "seq": ["a", "b", "c"]}, "Reverse: a b c", "c b a", 1.0, {}),
+    ],
+)
 def test_gold_reward_grades_hand_written_answers(task, instruction, output, gold, flags):
     g = grade(task, instruction, output)
     assert g["gold"] == pytest.approx(gold)
@@ -74,7 +99,6 @@ def test_unknown_style_in_mix_is_rejected():
 
 
 def test_tokenizer_keeps_words_whole_and_round_trips(tiny_tokenizer_dir):
-    from transformers import AutoTokenizer
 
     from workflow_scripts.world.tasks import build_world
     from workflow_scripts.world.tokenizer import train_tokenizer
@@ -85,8 +109,9 @@ def test_tokenizer_keeps_words_whole_and_round_trips(tiny_tokenizer_dir):
     ids = tok(text)["input_ids"]
     assert tok.decode(ids) == text
     # the same word is the same token in the instruction and at the start of the answer
-    chat = tok.apply_chat_template([{"role": "user", "content": text},
-                                    {"role": "assistant", "content": "juice juice"}], tokenize=False)
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": text}, {"role": "assistant", "content": "juice juice"}], tokenize=False
+    )
     pieces = tok.convert_ids_to_tokens(tok(chat)["input_ids"])
     assert pieces.count("▁juice") == 3
     assert pieces[-1] == tok.eos_token

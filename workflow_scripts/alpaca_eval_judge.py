@@ -26,8 +26,9 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from workflow_scripts.common import atomic_dir, setup_logging, write_json
 
@@ -106,8 +107,10 @@ def _validate_outputs(path: Path, what: str) -> list[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{what} {path} is not valid JSON ({exc.msg})") from exc
-    if not isinstance(data, list) or not data or not all(
-        isinstance(r, dict) and "instruction" in r and "output" in r for r in data
+    if (
+        not isinstance(data, list)
+        or not data
+        or not all(isinstance(r, dict) and "instruction" in r and "output" in r for r in data)
     ):
         raise ValueError(f"{what} {path} must be a non-empty alpaca_eval list of {{instruction, output}} records")
     return data
@@ -169,9 +172,14 @@ def run_alpaca_eval(
             from alpaca_eval import main as ae_main
 
             kwargs: dict[str, Any] = dict(
-                model_outputs=str(model_outputs), annotators_config=annotator, name=name,
-                output_path=str(tmp), precomputed_leaderboard=None, is_return_instead_of_print=True,
-                is_cache_leaderboard=False, max_instances=max_instances,
+                model_outputs=str(model_outputs),
+                annotators_config=annotator,
+                name=name,
+                output_path=str(tmp),
+                precomputed_leaderboard=None,
+                is_return_instead_of_print=True,
+                is_cache_leaderboard=False,
+                max_instances=max_instances,
             )
             if reference_outputs is not None:
                 kwargs["reference_outputs"] = str(reference_outputs)
@@ -191,8 +199,12 @@ def run_alpaca_eval(
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Optional AlpacaEval run with an API judge (skipped without a key).")
     ap.add_argument("--model-outputs", required=True, type=Path, help="alpaca_eval model_outputs .json")
-    ap.add_argument("--reference-outputs", type=Path, default=None,
-                    help="reference outputs .json (default: alpaca_eval's GPT-4 turbo baseline from the hub)")
+    ap.add_argument(
+        "--reference-outputs",
+        type=Path,
+        default=None,
+        help="reference outputs .json (default: alpaca_eval's GPT-4 turbo baseline from the hub)",
+    )
     ap.add_argument("--out-dir", required=True, type=Path)
     ap.add_argument("--annotator", default=DEFAULT_ANNOTATOR)
     ap.add_argument("--name", default=None, help="model name in the leaderboard (default: generator field)")
@@ -201,8 +213,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--log", default=None)
     args = ap.parse_args(argv)
     setup_logging(args.log)
-    run_alpaca_eval(args.model_outputs, args.reference_outputs, args.out_dir, args.annotator,
-                    name=args.name, max_instances=args.max_instances, strict=args.strict)
+    run_alpaca_eval(
+        args.model_outputs,
+        args.reference_outputs,
+        args.out_dir,
+        args.annotator,
+        name=args.name,
+        max_instances=args.max_instances,
+        strict=args.strict,
+    )
 
 
 if __name__ == "__main__":

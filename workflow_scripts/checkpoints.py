@@ -49,8 +49,9 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from workflow_scripts.common import atomic_dir, read_json, setup_logging, write_json
 
@@ -62,12 +63,12 @@ SOURCE_FILE = "source.json"
 SAFE_WEIGHT_PATTERNS: tuple[str, ...] = ("*.safetensors",)
 PICKLE_WEIGHT_PATTERNS: tuple[str, ...] = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 META_PATTERNS: tuple[str, ...] = (
-    "*.json",          # config, generation_config, tokenizer*.json, *.index.json, vocab.json
-    "tokenizer*",      # tokenizer.model and friends
-    "*.model",         # sentencepiece
-    "*.tiktoken",      # tiktoken vocabularies
-    "*.txt",           # merges.txt, vocab.txt
-    "*.jinja",         # chat_template.jinja (transformers >= 4.5x)
+    "*.json",  # config, generation_config, tokenizer*.json, *.index.json, vocab.json
+    "tokenizer*",  # tokenizer.model and friends
+    "*.model",  # sentencepiece
+    "*.tiktoken",  # tiktoken vocabularies
+    "*.txt",  # merges.txt, vocab.txt
+    "*.jinja",  # chat_template.jinja (transformers >= 4.5x)
     "chat_template*",
 )
 SUBFOLDER_PATTERNS: tuple[str, ...] = ("*/*",)
@@ -96,6 +97,7 @@ class CheckpointError(ValueError):
 # Specs and patterns
 # --------------------------------------------------------------------------------------------
 
+
 def normalize_spec(spec: dict) -> dict:
     """Validate a source spec and fill its defaults.
 
@@ -109,15 +111,17 @@ def normalize_spec(spec: dict) -> dict:
     if "token" in spec:  # checked first: later messages print the spec
         raise CheckpointError(
             f"model source for {spec.get('repo', spec.get('path'))!r}: do not put a token in the config; "
-            "export HF_TOKEN (or the variable named by token_env) instead")
+            "export HF_TOKEN (or the variable named by token_env) instead"
+        )
     kind = spec.get("source")
     if kind not in _SPEC_KEYS:
         raise CheckpointError(f"model source {spec!r}: 'source' must be one of {sorted(_SPEC_KEYS)}, got {kind!r}")
     allowed = _SPEC_KEYS[kind]
     unknown = sorted(set(spec) - set(allowed) - {"source"} - ANNOTATION_KEYS)
     if unknown:
-        raise CheckpointError(f"model source {spec!r}: unknown key(s) {unknown} for source '{kind}' "
-                              f"(allowed: {sorted(allowed)})")
+        raise CheckpointError(
+            f"model source {spec!r}: unknown key(s) {unknown} for source '{kind}' (allowed: {sorted(allowed)})"
+        )
     out: dict[str, Any] = {"source": kind}
     for key, default in allowed.items():
         value = spec.get(key, default)
@@ -176,12 +180,14 @@ def weights_format(filenames: Iterable[str], *, allow_pickle: bool, where: str) 
             raise CheckpointError(
                 f"{where} has only pickle weights ({', '.join(pickles[:4])}); pickle files can run code when "
                 "loaded, so they are refused. Convert the model to safetensors, or set allow_pickle: true "
-                "in its source spec if you trust it.")
+                "in its source spec if you trust it."
+            )
         if not any(fnmatch.fnmatch(n, "*.bin") for n in pickles):
             raise CheckpointError(f"{where}: allow_pickle only accepts transformers' *.bin weights, found {pickles}")
         return "pickle"
-    raise CheckpointError(f"{where} has no model weights (*.safetensors, or *.bin with allow_pickle); "
-                          f"files: {sorted(names)[:12]}")
+    raise CheckpointError(
+        f"{where} has no model weights (*.safetensors, or *.bin with allow_pickle); files: {sorted(names)[:12]}"
+    )
 
 
 def _drop_unused_pickles(names: list[str], fmt: str) -> list[str]:
@@ -254,6 +260,7 @@ def is_complete(out: Path, spec: dict) -> bool:
 # Hub
 # --------------------------------------------------------------------------------------------
 
+
 def read_token(token_env: str = "HF_TOKEN") -> tuple[str | None, str]:
     """Token from ``$token_env`` (falling back to ``$HF_TOKEN``) and a log-safe description."""
     for name in dict.fromkeys([token_env, "HF_TOKEN"]):
@@ -272,9 +279,11 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
     errs: list[type[BaseException]] = [ConnectionError, TimeoutError, OfflineModeIsEnabled, LocalEntryNotFoundError]
-    for mod, names in (("httpx2", ("ConnectError", "TimeoutException", "NetworkError")),
-                       ("httpx", ("ConnectError", "TimeoutException", "NetworkError")),
-                       ("requests", ("ConnectionError", "Timeout"))):
+    for mod, names in (
+        ("httpx2", ("ConnectError", "TimeoutException", "NetworkError")),
+        ("httpx", ("ConnectError", "TimeoutException", "NetworkError")),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
         try:
             m = __import__(mod)
         except ImportError:
@@ -294,33 +303,37 @@ def predownload_command(repo: str, revision: str) -> str:
 
 
 def _offline_message(repo: str, revision: str, reason: str) -> str:
-    return (f"cannot reach the Hugging Face Hub for {repo}@{revision}: {reason}. "
-            f"Pre-download it where there is network, with the same HF_HOME as this run: "
-            f"`{predownload_command(repo, revision)}` (`huggingface-cli download` with huggingface_hub < 1.0); "
-            "or use source: local with a downloaded folder.")
+    return (
+        f"cannot reach the Hugging Face Hub for {repo}@{revision}: {reason}. "
+        f"Pre-download it where there is network, with the same HF_HOME as this run: "
+        f"`{predownload_command(repo, revision)}` (`huggingface-cli download` with huggingface_hub < 1.0); "
+        "or use source: local with a downloaded folder."
+    )
 
 
 def _translate_hub_error(exc: BaseException, repo: str, revision: str, token: str | None) -> CheckpointError | None:
     """Map huggingface_hub errors to messages that say what to do; ``None`` if not a Hub error."""
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     reason = _scrub(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", token)
     if isinstance(exc, GatedRepoError):
         return CheckpointError(
             f"{repo} is gated: accept its licence on https://huggingface.co/{repo} with your account, then "
-            f"export HF_TOKEN=<a read token of that account> ({reason})")
+            f"export HF_TOKEN=<a read token of that account> ({reason})"
+        )
     if isinstance(exc, RevisionNotFoundError):
         return CheckpointError(f"{repo}: revision {revision!r} does not exist ({reason})")
     if isinstance(exc, RepositoryNotFoundError):
         return CheckpointError(
             f"{repo}: repository not found or not accessible; check the name, and for private or gated repos "
-            f"export HF_TOKEN with access to it ({reason})")
+            f"export HF_TOKEN with access to it ({reason})"
+        )
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, HfHubHTTPError) and status in (401, 403):
         return CheckpointError(
             f"{repo}: access denied (HTTP {status}); if the repo is gated accept its licence on "
-            f"https://huggingface.co/{repo} and export HF_TOKEN with access to it ({reason})")
+            f"https://huggingface.co/{repo} and export HF_TOKEN with access to it ({reason})"
+        )
     if isinstance(exc, _connection_errors()):
         return CheckpointError(_offline_message(repo, revision, reason))
     return None
@@ -350,9 +363,16 @@ def _cached_snapshot(repo: str, revision: str, token: str | None, allow_pickle: 
     import huggingface_hub
 
     try:
-        return Path(huggingface_hub.snapshot_download(
-            repo, revision=revision, local_files_only=True, token=token,
-            allow_patterns=allow_patterns(allow_pickle), ignore_patterns=list(SUBFOLDER_PATTERNS))), ""
+        return Path(
+            huggingface_hub.snapshot_download(
+                repo,
+                revision=revision,
+                local_files_only=True,
+                token=token,
+                allow_patterns=allow_patterns(allow_pickle),
+                ignore_patterns=list(SUBFOLDER_PATTERNS),
+            )
+        ), ""
     except Exception as exc:  # any failure here just means "not usable from the cache"
         first = _scrub(str(exc), token).splitlines()[0] if str(exc) else ""
         if type(exc).__name__ == "IncompleteSnapshotError":
@@ -366,8 +386,13 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
     repo, revision, allow_pickle = spec["repo"], spec["revision"], spec["allow_pickle"]
     token, token_desc = read_token(token_env)
     if not _COMMIT_RE.match(revision):
-        log.warning("%s: revision %r is not a commit sha; pin a sha for reproducible runs "
-                    "(the resolved commit is recorded in %s)", repo, revision, SOURCE_FILE)
+        log.warning(
+            "%s: revision %r is not a commit sha; pin a sha for reproducible runs "
+            "(the resolved commit is recorded in %s)",
+            repo,
+            revision,
+            SOURCE_FILE,
+        )
     log.info("hub source %s@%s (token: %s, allow_pickle: %s)", repo, revision, token_desc, allow_pickle)
 
     commit: str | None = None
@@ -406,9 +431,16 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
         staging.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s@%s into %s (resumable)", repo, commit, staging)
         try:
-            src = Path(huggingface_hub.snapshot_download(
-                repo, revision=commit, local_dir=staging, token=token,
-                allow_patterns=allow_patterns(get_pickle), ignore_patterns=list(SUBFOLDER_PATTERNS)))
+            src = Path(
+                huggingface_hub.snapshot_download(
+                    repo,
+                    revision=commit,
+                    local_dir=staging,
+                    token=token,
+                    allow_patterns=allow_patterns(get_pickle),
+                    ignore_patterns=list(SUBFOLDER_PATTERNS),
+                )
+            )
         except Exception as exc:
             err = _translate_hub_error(exc, repo, revision, token)
             if err is None:
@@ -423,8 +455,9 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
             if not p.is_file():
                 raise CheckpointError(f"{repo}@{commit}: download incomplete, {name} is missing")
             if size is not None and p.stat().st_size != size:
-                raise CheckpointError(f"{repo}@{commit}: download incomplete, {name} has "
-                                      f"{p.stat().st_size} bytes, expected {size}")
+                raise CheckpointError(
+                    f"{repo}@{commit}: download incomplete, {name} has {p.stat().st_size} bytes, expected {size}"
+                )
         names = sorted(expected)
     fmt = validate_folder(src, allow_pickle=allow_pickle, where=f"{repo}@{revision}")
     names = _drop_unused_pickles(names, fmt)
@@ -436,8 +469,14 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
             else:
                 os.replace(src / name, tmp / name)
         record = {
-            "spec": spec, "kind": "hub", "repo": repo, "revision": revision, "commit": commit,
-            "weights_format": fmt, "from_cache": from_cache, "files": describe_folder(tmp),
+            "spec": spec,
+            "kind": "hub",
+            "repo": repo,
+            "revision": revision,
+            "commit": commit,
+            "weights_format": fmt,
+            "from_cache": from_cache,
+            "files": describe_folder(tmp),
         }
         _finish_record(record, tmp)
     if not from_cache:
@@ -448,6 +487,7 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # Local folders
 # --------------------------------------------------------------------------------------------
+
 
 def _materialize_local(spec: dict, out: Path) -> dict:
     path = Path(os.path.expandvars(os.path.expanduser(spec["path"])))
@@ -476,8 +516,15 @@ def _materialize_local(spec: dict, out: Path) -> dict:
                 shutil.copy2(target, tmp / name)
             st = target.stat()
             files.append({"name": name, "size": st.st_size, "target": str(target), "mtime_ns": st.st_mtime_ns})
-        record = {"spec": spec, "kind": "local", "path": str(path), "commit": commit,
-                  "weights_format": fmt, "link": spec["link"], "files": files}
+        record = {
+            "spec": spec,
+            "kind": "local",
+            "path": str(path),
+            "commit": commit,
+            "weights_format": fmt,
+            "link": spec["link"],
+            "files": files,
+        }
         _finish_record(record, tmp)
     return record
 
@@ -485,6 +532,7 @@ def _materialize_local(spec: dict, out: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # GGUF
 # --------------------------------------------------------------------------------------------
+
 
 def package_root(package: str, *, where: str) -> Path:
     """Folder of an installed package, found without importing it (see :func:`find_package_file`).
@@ -519,8 +567,10 @@ def find_package_file(package: str, pattern: str) -> Path:
         matches += sorted(Path(loc).glob(pattern))
     matches = [m for m in matches if m.is_file()]
     if len(matches) != 1:
-        raise CheckpointError(f"gguf source: {pattern!r} matches {len(matches)} files in package {package!r} "
-                              f"({[m.name for m in matches][:8]}); it must match exactly one")
+        raise CheckpointError(
+            f"gguf source: {pattern!r} matches {len(matches)} files in package {package!r} "
+            f"({[m.name for m in matches][:8]}); it must match exactly one"
+        )
     return matches[0]
 
 
@@ -595,9 +645,17 @@ def _materialize_gguf(spec: dict, out: Path) -> dict:
     with atomic_dir(out) as tmp:
         convert_gguf(gguf, tmp, dtype=spec["dtype"])
         fmt = validate_folder(tmp, where=f"converted {gguf.name}")
-        record = {"spec": spec, "kind": "gguf", "gguf_file": str(gguf), "gguf_size": gguf.stat().st_size,
-                  "gguf_sha256": digest, "package_version": pkg_version, "dtype": spec["dtype"],
-                  "weights_format": fmt, "files": describe_folder(tmp)}
+        record = {
+            "spec": spec,
+            "kind": "gguf",
+            "gguf_file": str(gguf),
+            "gguf_size": gguf.stat().st_size,
+            "gguf_sha256": digest,
+            "package_version": pkg_version,
+            "dtype": spec["dtype"],
+            "weights_format": fmt,
+            "files": describe_folder(tmp),
+        }
         _finish_record(record, tmp)
     return record
 
@@ -605,6 +663,7 @@ def _materialize_gguf(spec: dict, out: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------
+
 
 def _finish_record(record: dict, folder: Path) -> None:
     """Add totals/versions and write ``source.json`` — always the last file written."""
@@ -652,8 +711,11 @@ def _describe(spec: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--spec", required=True,
-                        help='source spec as JSON, e.g. \'{"source": "hub", "repo": "org/name", "revision": "<sha>"}\'')
+    parser.add_argument(
+        "--spec",
+        required=True,
+        help='source spec as JSON, e.g. \'{"source": "hub", "repo": "org/name", "revision": "<sha>"}\'',
+    )
     parser.add_argument("--out", required=True, type=Path, help="checkpoint folder to create")
     parser.add_argument("--token-env", default="HF_TOKEN", help="environment variable holding the Hub token")
     parser.add_argument("--log", default=None, help="also log to this file")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported lazily: the Snakefile imports this module to read presets
     import torch
@@ -22,32 +23,50 @@ log = logging.getLogger(__name__)
 DEFAULTS: dict[str, Any] = {
     "do_sample": True,
     "temperature": 1.0,
-    "top_k": None,            # None = no top-k filter
+    "top_k": None,  # None = no top-k filter
     "top_p": 1.0,
     "presence_penalty": 0.0,
     "frequency_penalty": 0.0,
     "repetition_penalty": 1.0,
     "seed": 42,
     "max_new_tokens": 2048,
-    "chat_template": True,    # False: feed the raw instruction (base models without a template)
+    "chat_template": True,  # False: feed the raw instruction (base models without a template)
 }
 """Every key a decoding spec may set. Anything else is a typo and raises."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The official ExPO generation settings (generate_alpaca.py / generate_ultrafeedback.py).
     "paper": {
-        "do_sample": True, "temperature": 0.7, "top_k": 50, "top_p": 0.9,
-        "presence_penalty": 0.1, "frequency_penalty": 0.1, "seed": 42, "max_new_tokens": 2048,
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_k": 50,
+        "top_p": 0.9,
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.1,
+        "seed": 42,
+        "max_new_tokens": 2048,
     },
     # The paper's sampler with short answers, so the CPU demo finishes in minutes.
     "demo": {
-        "do_sample": True, "temperature": 0.7, "top_k": 50, "top_p": 0.9,
-        "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": 42, "max_new_tokens": 64,
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_k": 50,
+        "top_p": 0.9,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "seed": 42,
+        "max_new_tokens": 64,
     },
     # Deterministic decoding for tests and for comparing variants without sampling noise.
     "greedy": {
-        "do_sample": False, "temperature": 1.0, "top_k": None, "top_p": 1.0,
-        "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": 42, "max_new_tokens": 2048,
+        "do_sample": False,
+        "temperature": 1.0,
+        "top_k": None,
+        "top_p": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "seed": 42,
+        "max_new_tokens": 2048,
     },
 }
 
@@ -130,17 +149,16 @@ class PresenceFrequencyPenaltyLogitsProcessor:
         self.frequency_penalty = float(frequency_penalty)
         self.prompt_length = int(prompt_length)
 
-    def __call__(self, input_ids: "torch.LongTensor", scores: "torch.FloatTensor") -> "torch.FloatTensor":
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         import torch
 
-        generated = input_ids[:, self.prompt_length:]
+        generated = input_ids[:, self.prompt_length :]
         if generated.shape[1] == 0 or (self.presence_penalty == 0 and self.frequency_penalty == 0):
             return scores
         counts = torch.zeros(scores.shape, dtype=scores.dtype, device=scores.device)
         # Ids beyond the logits' width (tokenizer larger than the head) cannot be penalised anyway.
         valid = generated < scores.shape[1]
-        counts.scatter_add_(1, generated.clamp(max=scores.shape[1] - 1),
-                            valid.to(scores.dtype))
+        counts.scatter_add_(1, generated.clamp(max=scores.shape[1] - 1), valid.to(scores.dtype))
         penalty = self.frequency_penalty * counts + self.presence_penalty * (counts > 0).to(scores.dtype)
         return scores - penalty
 
@@ -149,8 +167,11 @@ def hf_generation_kwargs(decoding: Mapping[str, Any]) -> dict[str, Any]:
     """The ``GenerationConfig`` fields for a resolved decoding dict (penalties excluded)."""
     kw: dict[str, Any] = {"max_new_tokens": decoding["max_new_tokens"], "do_sample": decoding["do_sample"]}
     if decoding["do_sample"]:
-        kw.update(temperature=decoding["temperature"], top_p=decoding["top_p"],
-                  top_k=decoding["top_k"] if decoding["top_k"] is not None else 0)
+        kw.update(
+            temperature=decoding["temperature"],
+            top_p=decoding["top_p"],
+            top_k=decoding["top_k"] if decoding["top_k"] is not None else 0,
+        )
     else:
         # Explicit neutral values so a model's generation_config.json cannot sneak sampling knobs in.
         kw.update(temperature=None, top_p=None, top_k=None)

@@ -30,16 +30,32 @@ def delta_table(manifest: dict) -> pd.DataFrame:
         raise ValueError("manifest has no 'layers'/'special' statistics (not an extrapolation manifest?)")
     rows = []
     for e in manifest["layers"]:
-        rows.append({"part": "layer", "layer": int(e["layer"]), "delta_norm": e["delta_norm"],
-                     "aligned_norm": e["aligned_norm"], "rel_delta": e["rel_delta"],
-                     "n_tensors": e.get("n_tensors"), "alphas": ",".join(str(a) for a in e.get("alphas", []))})
+        rows.append(
+            {
+                "part": "layer",
+                "layer": int(e["layer"]),
+                "delta_norm": e["delta_norm"],
+                "aligned_norm": e["aligned_norm"],
+                "rel_delta": e["rel_delta"],
+                "n_tensors": e.get("n_tensors"),
+                "alphas": ",".join(str(a) for a in e.get("alphas", [])),
+            }
+        )
     for part in ("embed", "norm", "lm_head"):
         e = manifest["special"].get(part)
         if e is None:
             continue
-        rows.append({"part": part, "layer": None, "delta_norm": e["delta_norm"], "aligned_norm": e["aligned_norm"],
-                     "rel_delta": e["rel_delta"], "n_tensors": e.get("n_tensors"),
-                     "alphas": ",".join(str(a) for a in e.get("alphas", []))})
+        rows.append(
+            {
+                "part": part,
+                "layer": None,
+                "delta_norm": e["delta_norm"],
+                "aligned_norm": e["aligned_norm"],
+                "rel_delta": e["rel_delta"],
+                "n_tensors": e.get("n_tensors"),
+                "alphas": ",".join(str(a) for a in e.get("alphas", [])),
+            }
+        )
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["layer"] = df["layer"].astype("Int64")
     for c in ("delta_norm", "aligned_norm", "rel_delta"):

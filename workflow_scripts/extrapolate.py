@@ -40,9 +40,10 @@ import shutil
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from workflow_scripts.common import atomic_dir, format_alpha, setup_logging, write_json
 from workflow_scripts.schemes import VOCAB_KINDS, Scheme, tensor_kind
@@ -61,8 +62,20 @@ overhead is negligible, small enough that memory stays flat (a few chunks in fli
 SMALL_FILE_HASH_LIMIT = 64 * 2**20
 """Non-weight files below this size are always hashed in the manifest (cheap, and they change)."""
 
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-             "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_ITEMSIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 
 
@@ -70,26 +83,58 @@ def torch_dtype(code: str):
     """torch dtype for a safetensors dtype code."""
     import torch
 
-    return {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-            "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
-            "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-            "BOOL": torch.bool}[code]
+    return {
+        "F64": torch.float64,
+        "F32": torch.float32,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "F8_E4M3": torch.float8_e4m3fn,
+        "F8_E5M2": torch.float8_e5m2,
+        "I64": torch.int64,
+        "I32": torch.int32,
+        "I16": torch.int16,
+        "I8": torch.int8,
+        "U8": torch.uint8,
+        "BOOL": torch.bool,
+    }[code]
 
 
 def _code_of(dtype) -> str:
     import torch
 
-    table = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-             torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2", torch.int64: "I64",
-             torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+    table = {
+        torch.float64: "F64",
+        torch.float32: "F32",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.float8_e4m3fn: "F8_E4M3",
+        torch.float8_e5m2: "F8_E5M2",
+        torch.int64: "I64",
+        torch.int32: "I32",
+        torch.int16: "I16",
+        torch.int8: "I8",
+        torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
     if dtype not in table:
         raise ValueError(f"unsupported tensor dtype {dtype}")
     return table[dtype]
 
 
-_TORCH_NAME = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-               "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
-               "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+_TORCH_NAME = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,9 +192,8 @@ class Checkpoint:
         info = self.tensors[name]
         nbytes = (e1 - e0) * info.itemsize
         if self.pickle:
-            import torch
-
             import numpy as np
+            import torch
 
             src = self._pickled[name].reshape(-1)[e0:e1].contiguous()
             torch.from_numpy(np.frombuffer(dest, np.uint8, nbytes)).copy_(src.view(torch.uint8))
@@ -207,15 +251,19 @@ def load_checkpoint(path: Path, *, allow_pickle: bool = False, role: str = "mode
         files = [path / SAFE_SINGLE]
     elif sorted(path.glob("model-*.safetensors")):
         files = sorted(path.glob("model-*.safetensors"))
-        log.warning("%s %s has shards but no %s; using all %d model-*.safetensors files",
-                    role, path, SAFE_INDEX, len(files))
+        log.warning(
+            "%s %s has shards but no %s; using all %d model-*.safetensors files", role, path, SAFE_INDEX, len(files)
+        )
     elif (path / PICKLE_INDEX).is_file() or (path / PICKLE_SINGLE).is_file():
         if not allow_pickle:
-            raise ValueError(f"{role} checkpoint {path} has only pickle weights ({PICKLE_SINGLE}*); unpickling "
-                             "can execute code. Convert it to safetensors, or pass allow_pickle=True "
-                             "(--allow-pickle) if you trust it")
-        files = (_files_from_index(path / PICKLE_INDEX, role) if (path / PICKLE_INDEX).is_file()
-                 else [path / PICKLE_SINGLE])
+            raise ValueError(
+                f"{role} checkpoint {path} has only pickle weights ({PICKLE_SINGLE}*); unpickling "
+                "can execute code. Convert it to safetensors, or pass allow_pickle=True "
+                "(--allow-pickle) if you trust it"
+            )
+        files = (
+            _files_from_index(path / PICKLE_INDEX, role) if (path / PICKLE_INDEX).is_file() else [path / PICKLE_SINGLE]
+        )
         return _load_pickle_checkpoint(path, config, files)
     elif any(path.glob("adapter_model.*")):
         raise ValueError(f"{role} checkpoint {path} is a PEFT adapter; merge it into its base model first")
@@ -237,18 +285,23 @@ def load_checkpoint(path: Path, *, allow_pickle: bool = False, role: str = "mode
                 raise ValueError(f"{f}: tensor {name!r} has unsupported dtype {code}")
             info = TensorInfo(name, code, shape, f, data_start + b0, (fi, b0))
             if b1 - b0 != info.nbytes or b1 > data_len:
-                raise ValueError(f"{f}: tensor {name!r} data offsets {[b0, b1]} do not match its shape/dtype "
-                                 "or the file size (truncated download?)")
+                raise ValueError(
+                    f"{f}: tensor {name!r} data offsets {[b0, b1]} do not match its shape/dtype "
+                    "or the file size (truncated download?)"
+                )
             if name in tensors:
-                raise ValueError(f"{role} checkpoint {path}: tensor {name!r} appears in both "
-                                 f"{tensors[name].file.name} and {f.name}")
+                raise ValueError(
+                    f"{role} checkpoint {path}: tensor {name!r} appears in both {tensors[name].file.name} and {f.name}"
+                )
             tensors[name] = info
     if (path / SAFE_INDEX).is_file():
         wm = json.loads((path / SAFE_INDEX).read_text())["weight_map"]
         for name, fname in wm.items():
             if name not in tensors or tensors[name].file.name != fname:
-                raise ValueError(f"{path / SAFE_INDEX}: tensor {name!r} is mapped to {fname} but that "
-                                 "shard's header does not contain it")
+                raise ValueError(
+                    f"{path / SAFE_INDEX}: tensor {name!r} is mapped to {fname} but that "
+                    "shard's header does not contain it"
+                )
     return Checkpoint(path, config, tensors, files)
 
 
@@ -334,9 +387,15 @@ class Plan:
     skipped: list[str]
 
 
-_STRUCT_KEYS = (("model_type",), ("architectures",), ("num_hidden_layers", "n_layer", "num_layers"),
-                ("hidden_size", "n_embd", "d_model"), ("intermediate_size", "n_inner", "ffn_dim"),
-                ("num_attention_heads", "n_head"), ("num_key_value_heads",))
+_STRUCT_KEYS = (
+    ("model_type",),
+    ("architectures",),
+    ("num_hidden_layers", "n_layer", "num_layers"),
+    ("hidden_size", "n_embd", "d_model"),
+    ("intermediate_size", "n_inner", "ffn_dim"),
+    ("num_attention_heads", "n_head"),
+    ("num_key_value_heads",),
+)
 
 
 def _check_configs(sft: Checkpoint, aligned: Checkpoint) -> None:
@@ -348,8 +407,10 @@ def _check_configs(sft: Checkpoint, aligned: Checkpoint) -> None:
     for keys in _STRUCT_KEYS:
         va, vs = _cfg_get(aligned.config, *keys), _cfg_get(sft.config, *keys)
         if va is not None and vs is not None and va != vs:
-            raise ValueError(f"architectures differ: config.json {keys[0]} is {vs!r} in sft ({sft.path}) but "
-                             f"{va!r} in aligned ({aligned.path})")
+            raise ValueError(
+                f"architectures differ: config.json {keys[0]} is {vs!r} in sft ({sft.path}) but "
+                f"{va!r} in aligned ({aligned.path})"
+            )
 
 
 def _is_tied(ckpt: Checkpoint) -> bool:
@@ -384,24 +445,33 @@ def plan(sft: Checkpoint, aligned: Checkpoint, scheme: Scheme, max_shard_bytes: 
     else:
         ignore_s = set()
         if heads_a and not heads_s and sft_tied:
-            embeds = [n for n in sft.tensors if tensor_kind(n)[0] == "embed" and n.endswith("weight")
-                      and "position" not in n and "wpe" not in n]
+            embeds = [
+                n
+                for n in sft.tensors
+                if tensor_kind(n)[0] == "embed" and n.endswith("weight") and "position" not in n and "wpe" not in n
+            ]
             if len(embeds) != 1:
-                raise ValueError(f"tensor {heads_a[0]!r} is in aligned but sft ties its head to embeddings and "
-                                 f"the embedding tensor is ambiguous ({embeds})")
+                raise ValueError(
+                    f"tensor {heads_a[0]!r} is in aligned but sft ties its head to embeddings and "
+                    f"the embedding tensor is ambiguous ({embeds})"
+                )
             for h in heads_a:
                 sft_name[h] = embeds[0]
             log.warning("sft ties lm_head to %s; using it as the sft value of %s", embeds[0], heads_a)
     out_names = [n for n in sorted(aligned.tensors, key=lambda n: aligned.tensors[n].order) if n not in skipped]
     missing = [n for n in out_names if sft_name.get(n, n) not in sft.tensors]
     if missing:
-        raise ValueError(f"tensor {missing[0]!r} is in aligned ({aligned.path}) but not in sft ({sft.path})"
-                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise ValueError(
+            f"tensor {missing[0]!r} is in aligned ({aligned.path}) but not in sft ({sft.path})"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     used = {sft_name.get(n, n) for n in out_names}
     extra = [n for n in sft.tensors if n not in used and n not in ignore_s]
     if extra:
-        raise ValueError(f"tensor {extra[0]!r} is in sft ({sft.path}) but not in aligned ({aligned.path})"
-                         + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+        raise ValueError(
+            f"tensor {extra[0]!r} is in sft ({sft.path}) but not in aligned ({aligned.path})"
+            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
 
     tensors: list[OutTensor] = []
     added_rows = 0
@@ -415,8 +485,12 @@ def plan(sft: Checkpoint, aligned: Checkpoint, scheme: Scheme, max_shard_bytes: 
             raise ValueError(f"tensor {n!r} is {a.dtype} in aligned but {s.dtype} in sft")
         shared = a.numel
         if a.shape != s.shape:
-            grows = (kind in VOCAB_KINDS and len(a.shape) == len(s.shape) >= 1
-                     and a.shape[1:] == s.shape[1:] and a.shape[0] > s.shape[0])
+            grows = (
+                kind in VOCAB_KINDS
+                and len(a.shape) == len(s.shape) >= 1
+                and a.shape[1:] == s.shape[1:]
+                and a.shape[0] > s.shape[0]
+            )
             if not grows:
                 raise ValueError(f"tensor {n!r} has shape {list(s.shape)} in sft but {list(a.shape)} in aligned")
             added_rows = max(added_rows, a.shape[0] - s.shape[0])
@@ -517,8 +591,14 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
         pos += os.pwrite(fd, view[pos:], offset + pos)
 
 
-_FLOAT_MAX = {"F64": 1.7976931348623157e308, "F32": 3.4028234663852886e38, "F16": 65504.0,
-              "BF16": 3.3895313892515355e38, "F8_E4M3": 448.0, "F8_E5M2": 57344.0}
+_FLOAT_MAX = {
+    "F64": 1.7976931348623157e308,
+    "F32": 3.4028234663852886e38,
+    "F16": 65504.0,
+    "BF16": 3.3895313892515355e38,
+    "F8_E4M3": 448.0,
+    "F8_E5M2": 57344.0,
+}
 
 
 def _to_wide(raw, code: str, n: int, dest_f, dest_u) -> None:
@@ -533,8 +613,9 @@ def _to_wide(raw, code: str, n: int, dest_f, dest_u) -> None:
         np.copyto(dest_u, raw[: 2 * n].view(np.uint16))
         np.left_shift(dest_u, 16, out=dest_u)
     elif code in ("F16", "F32", "F64"):
-        np.copyto(dest_f, raw[: n * _ITEMSIZE[code]].view({"F16": np.float16, "F32": np.float32,
-                                                               "F64": np.float64}[code]))
+        np.copyto(
+            dest_f, raw[: n * _ITEMSIZE[code]].view({"F16": np.float16, "F32": np.float32, "F64": np.float64}[code])
+        )
     else:  # fp8
         import torch
 
@@ -557,8 +638,11 @@ def _from_wide(src_f, src_u, tmp_u, code: str, n: int, out_raw) -> None:
         np.right_shift(src_u, 16, out=src_u)
         np.copyto(out_raw[: 2 * n].view(np.uint16), src_u, casting="unsafe")
     elif code in ("F16", "F32", "F64"):
-        np.copyto(out_raw[: n * _ITEMSIZE[code]].view({"F16": np.float16, "F32": np.float32,
-                                                          "F64": np.float64}[code]), src_f, casting="unsafe")
+        np.copyto(
+            out_raw[: n * _ITEMSIZE[code]].view({"F16": np.float16, "F32": np.float32, "F64": np.float64}[code]),
+            src_f,
+            casting="unsafe",
+        )
     else:
         import torch
 
@@ -706,12 +790,19 @@ class _LogProgress:
         if pct >= self.next_pct or now - self.last >= 30:
             unit, scale = ("GB", 1e9) if self.total >= 1e9 else ("MB", 1e6)
             rate = self.done / max(now - self.t0, 1e-9) / scale
-            log.info("extrapolate: %3.0f%% (%.2f of %.2f %s, %.2f %s/s)", pct, self.done / scale,
-                     self.total / scale, unit, rate, unit)
+            log.info(
+                "extrapolate: %3.0f%% (%.2f of %.2f %s, %.2f %s/s)",
+                pct,
+                self.done / scale,
+                self.total / scale,
+                unit,
+                rate,
+                unit,
+            )
             self.next_pct = (int(pct) // 10 + 1) * 10
             self.last = now
 
-    def __enter__(self) -> "_LogProgress":
+    def __enter__(self) -> _LogProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -740,13 +831,15 @@ def default_workers() -> int:
     return max(1, min(8, n))
 
 
-def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Path,
-                  chunk_elems: int = CHUNK_ELEMS, workers: int = 1) -> dict[str, _Stats]:
+def _run_pipeline(
+    plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Path, chunk_elems: int = CHUNK_ELEMS, workers: int = 1
+) -> dict[str, _Stats]:
     """Read → compute (``workers`` threads) → write all chunks; return per-tensor statistics.
 
     Buffers come from a fixed pool of ``workers + 3`` slots, so memory is constant; chunks may
     finish out of order because every chunk is written at its own final offset.
     """
+
     def isz(ts):
         return max((x.itemsize for x in ts), default=1)
 
@@ -776,6 +869,7 @@ def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Pa
             except BaseException as exc:  # noqa: BLE001 - re-raised by the calling thread
                 errors.append(exc)
                 stop.set()
+
         return run
 
     @guard
@@ -813,8 +907,11 @@ def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Pa
                     continue
                 ch, i, which, dd, aa = item
                 nbytes = (ch.e1 - ch.e0) * ch.t.a.itemsize
-                _pwrite_all(out_fds[ch.t.shard], memoryview(slots[i].bufs[which])[:nbytes],
-                            ch.t.out_offset + ch.e0 * ch.t.a.itemsize)
+                _pwrite_all(
+                    out_fds[ch.t.shard],
+                    memoryview(slots[i].bufs[which])[:nbytes],
+                    ch.t.out_offset + ch.e0 * ch.t.a.itemsize,
+                )
                 free_q.put(i)
                 st = stats[ch.t.name]
                 st.dd += dd
@@ -828,8 +925,10 @@ def _run_pipeline(plan_: Plan, sft: Checkpoint, aligned: Checkpoint, out_dir: Pa
             fd = os.open(out_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             out_fds.append(fd)
             _pwrite_all(fd, memoryview(head), 0)
-        threads = [threading.Thread(target=reader, name="expo-reader", daemon=True),
-                   threading.Thread(target=writer, name="expo-writer", daemon=True)]
+        threads = [
+            threading.Thread(target=reader, name="expo-reader", daemon=True),
+            threading.Thread(target=writer, name="expo-writer", daemon=True),
+        ]
         threads += [threading.Thread(target=worker, name=f"expo-worker-{k}", daemon=True) for k in range(workers)]
         for th in threads:
             th.start()
@@ -904,9 +1003,18 @@ def _norm_entry(dd: float, aa: float) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
-def extrapolate(sft: Path, aligned: Path, out: Path, scheme: Scheme | float, *, allow_pickle: bool = False,
-                max_shard_bytes: int = 5 * 2**30, threads: int | None = None, hash_inputs: bool = False,
-                chunk_elems: int = CHUNK_ELEMS) -> dict:
+def extrapolate(
+    sft: Path,
+    aligned: Path,
+    out: Path,
+    scheme: Scheme | float,
+    *,
+    allow_pickle: bool = False,
+    max_shard_bytes: int = 5 * 2**30,
+    threads: int | None = None,
+    hash_inputs: bool = False,
+    chunk_elems: int = CHUNK_ELEMS,
+) -> dict:
     """Write θ_aligned + α·(θ_aligned − θ_sft) to ``out`` (atomically) and return the manifest.
 
     ``scheme`` is a number (uniform α), a :class:`Scheme` or a scheme config mapping. All checks
@@ -929,16 +1037,23 @@ def extrapolate(sft: Path, aligned: Path, out: Path, scheme: Scheme | float, *, 
     sck = load_checkpoint(sft, allow_pickle=allow_pickle, role="sft")
     ack = load_checkpoint(aligned, allow_pickle=allow_pickle, role="aligned")
     p = plan(sck, ack, scheme, max_shard_bytes)
-    log.info("extrapolating %d tensors (%.2f GB) in %d shard(s); scheme %s; %d layers%s",
-             len(p.tensors), sum(p.shard_sizes) / 1e9, len(p.shard_names), scheme.describe()["kind"],
-             p.num_layers, "; tied embeddings" if p.tied else "")
+    log.info(
+        "extrapolating %d tensors (%.2f GB) in %d shard(s); scheme %s; %d layers%s",
+        len(p.tensors),
+        sum(p.shard_sizes) / 1e9,
+        len(p.shard_names),
+        scheme.describe()["kind"],
+        p.num_layers,
+        "; tied embeddings" if p.tied else "",
+    )
     if p.skipped:
         log.info("tied embeddings: not writing %s", p.skipped)
     if p.added_vocab_rows:
-        log.warning("aligned model has %d extra vocabulary rows; they are kept as aligned (Δ = 0)",
-                    p.added_vocab_rows)
-    inputs = {"sft": describe_inputs(sft, hash_weights=hash_inputs),
-              "aligned": describe_inputs(aligned, hash_weights=hash_inputs)}
+        log.warning("aligned model has %d extra vocabulary rows; they are kept as aligned (Δ = 0)", p.added_vocab_rows)
+    inputs = {
+        "sft": describe_inputs(sft, hash_weights=hash_inputs),
+        "aligned": describe_inputs(aligned, hash_weights=hash_inputs),
+    }
 
     with atomic_dir(out) as tmp:
         sck.open()
@@ -950,8 +1065,7 @@ def extrapolate(sft: Path, aligned: Path, out: Path, scheme: Scheme | float, *, 
             ack.close()
         if len(p.shard_names) > 1:
             weight_map = {t.name: p.shard_names[t.shard] for t in p.tensors}
-            write_json(tmp / SAFE_INDEX, {"metadata": {"total_size": sum(p.shard_sizes)},
-                                          "weight_map": weight_map})
+            write_json(tmp / SAFE_INDEX, {"metadata": {"total_size": sum(p.shard_sizes)}, "weight_map": weight_map})
         copied = _copy_aux_files(aligned, tmp)
         manifest = _manifest(p, scheme, stats, inputs, copied, time.perf_counter() - t0)
         write_json(tmp / "manifest.json", manifest)
@@ -959,8 +1073,9 @@ def extrapolate(sft: Path, aligned: Path, out: Path, scheme: Scheme | float, *, 
     return manifest
 
 
-def _manifest(p: Plan, scheme: Scheme, stats: dict[str, _Stats], inputs: dict, copied: list[str],
-              elapsed: float) -> dict:
+def _manifest(
+    p: Plan, scheme: Scheme, stats: dict[str, _Stats], inputs: dict, copied: list[str], elapsed: float
+) -> dict:
     groups: dict[str, int] = {}
     layer_acc: dict[int, list] = {i: [0.0, 0.0, 0, set()] for i in range(p.num_layers)}
     special_acc: dict[str, list] = {}
@@ -981,10 +1096,12 @@ def _manifest(p: Plan, scheme: Scheme, stats: dict[str, _Stats], inputs: dict, c
         acc[1] += st.aa
         acc[2] += 1
         acc[3].add(t.alpha)
-    layers = [{"layer": i, **_norm_entry(v[0], v[1]), "n_tensors": v[2], "alphas": sorted(v[3])}
-              for i, v in layer_acc.items()]
-    special = {k: {**_norm_entry(v[0], v[1]), "n_tensors": v[2], "alphas": sorted(v[3])}
-               for k, v in special_acc.items()}
+    layers = [
+        {"layer": i, **_norm_entry(v[0], v[1]), "n_tensors": v[2], "alphas": sorted(v[3])} for i, v in layer_acc.items()
+    ]
+    special = {
+        k: {**_norm_entry(v[0], v[1]), "n_tensors": v[2], "alphas": sorted(v[3])} for k, v in special_acc.items()
+    }
     main_dtype = max(dtypes, key=dtypes.get) if dtypes else None
     return {
         "scheme": scheme.describe(),
@@ -1063,8 +1180,16 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.log)
     try:
         scheme = Scheme.uniform_alpha(args.alpha) if args.alpha is not None else load_scheme_arg(args.scheme)
-        extrapolate(args.sft, args.aligned, args.out, scheme, allow_pickle=args.allow_pickle,
-                    max_shard_bytes=args.max_shard_size, threads=args.threads, hash_inputs=args.hash_inputs)
+        extrapolate(
+            args.sft,
+            args.aligned,
+            args.out,
+            scheme,
+            allow_pickle=args.allow_pickle,
+            max_shard_bytes=args.max_shard_size,
+            threads=args.threads,
+            hash_inputs=args.hash_inputs,
+        )
     except ValueError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from exc

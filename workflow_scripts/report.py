@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,16 @@ from .common import atomic_path, read_json, setup_logging
 
 log = logging.getLogger(__name__)
 
-DIAG_COLUMNS = ["mean_tokens", "truncation_rate", "empty_rate", "restating_rate",
-                "restating_only_rate", "repetitive_rate", "distinct_2", "repeated_ngram_ratio"]
+DIAG_COLUMNS = [
+    "mean_tokens",
+    "truncation_rate",
+    "empty_rate",
+    "restating_rate",
+    "restating_only_rate",
+    "repetitive_rate",
+    "distinct_2",
+    "repeated_ngram_ratio",
+]
 
 
 # ------------------------------------------------------------------------------- loading
@@ -59,7 +68,7 @@ def variant_alpha(group: str, variant: str, pair: Mapping[str, str]) -> float:
     if group == "base":
         return -1.0 if variant == pair["sft"] else 0.0
     if variant.startswith("alpha"):
-        return float(variant[len("alpha"):])
+        return float(variant[len("alpha") :])
     return math.nan
 
 
@@ -77,12 +86,11 @@ def display_name(kind: str, variant: str, alpha: float) -> str:
     if kind == "reference":
         return "reference outputs"
     if kind == "alpha":
-        return f"α={variant[len('alpha'):]}"
-    return variant[len("scheme_"):] if variant.startswith("scheme_") else variant
+        return f"α={variant[len('alpha') :]}"
+    return variant[len("scheme_") :] if variant.startswith("scheme_") else variant
 
 
-def _pair_variants(pair_name: str, pair: Mapping[str, str],
-                   variants: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+def _pair_variants(pair_name: str, pair: Mapping[str, str], variants: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
     out = [("base", pair["sft"]), ("base", pair["aligned"])]
     out += [(g, v) for g, v in variants if g == pair_name]
     return out + [("reference", "reference")]
@@ -91,9 +99,11 @@ def _pair_variants(pair_name: str, pair: Mapping[str, str],
 # ------------------------------------------------------------------------------- the table
 
 
-def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
-                  scores: Mapping[tuple[str, str, str, str], list[dict]],
-                  params: Mapping[str, Any]) -> pd.DataFrame:
+def build_summary(
+    generations: Mapping[tuple[str, str, str], list[dict]],
+    scores: Mapping[tuple[str, str, str, str], list[dict]],
+    params: Mapping[str, Any],
+) -> pd.DataFrame:
     """One row per (pair, prompt set, variant) with rewards, win rates and diagnostics."""
     from .metrics import bootstrap_ci, diagnostics, lc_win_rate, win_rate
 
@@ -106,12 +116,10 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
     for pair_name, pair in params["pairs"].items():
         pvars = _pair_variants(pair_name, pair, params["variants"])
         for ps in params["prompt_sets"]:
-            base_key = (("reference", "reference") if baseline_side == "reference"
-                        else ("base", pair[baseline_side]))
+            base_key = ("reference", "reference") if baseline_side == "reference" else ("base", pair[baseline_side])
             wanted = params.get("variants_by_prompt_set", {}).get(ps)
             # without the rule's list every variant is expected, except reference outputs
-            wanted = ({tuple(x) for x in wanted} if wanted is not None else
-                      {v for v in pvars if v[0] != "reference"})
+            wanted = {tuple(x) for x in wanted} if wanted is not None else {v for v in pvars if v[0] != "reference"}
             for group, variant in pvars:
                 gkey = (ps, group, variant)
                 if (group, variant) not in wanted:
@@ -122,9 +130,12 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
                 kind = variant_kind(group, variant, pair)
                 alpha = variant_alpha(group, variant, pair)
                 row: dict[str, Any] = {
-                    "pair": pair_name, "prompt_set": ps, "variant": display_name(kind, variant, alpha),
-                    "kind": kind, "alpha": alpha,
-                    "scheme": variant[len("scheme_"):] if kind == "scheme" else "",
+                    "pair": pair_name,
+                    "prompt_set": ps,
+                    "variant": display_name(kind, variant, alpha),
+                    "kind": kind,
+                    "alpha": alpha,
+                    "scheme": variant[len("scheme_") :] if kind == "scheme" else "",
                     "model": variant if group == "base" else f"{pair_name}/{variant}",
                     "n": len(recs),
                 }
@@ -146,23 +157,29 @@ def build_summary(generations: Mapping[tuple[str, str, str], list[dict]],
                         mine = {s["id"]: s["reward"] for s in scores[skey]}
                         theirs = {s["id"]: s["reward"] for s in scores[bkey]}
                         common = [i for i in mine if i in theirs]
-                        wr = win_rate({i: mine[i] for i in common}, {i: theirs[i] for i in common},
-                                      n_boot=n_boot, seed=seed)
-                        row.update({f"{rm}_win_rate": wr["win_rate"],
-                                    f"{rm}_win_rate_ci_low": wr["win_rate_ci_low"],
-                                    f"{rm}_win_rate_ci_high": wr["win_rate_ci_high"]})
-                        if rm == ev["primary_reward"] and \
-                                params.get("prompt_set_sources", {}).get(ps) == "alpaca_eval":
+                        wr = win_rate(
+                            {i: mine[i] for i in common}, {i: theirs[i] for i in common}, n_boot=n_boot, seed=seed
+                        )
+                        row.update(
+                            {
+                                f"{rm}_win_rate": wr["win_rate"],
+                                f"{rm}_win_rate_ci_low": wr["win_rate_ci_low"],
+                                f"{rm}_win_rate_ci_high": wr["win_rate_ci_high"],
+                            }
+                        )
+                        if rm == ev["primary_reward"] and params.get("prompt_set_sources", {}).get(ps) == "alpaca_eval":
                             lc = lc_win_rate(
-                                scores[skey], scores[bkey],
+                                scores[skey],
+                                scores[bkey],
                                 outputs={r["id"]: r["output"] for r in recs},
-                                baseline_outputs={r["id"]: r["output"]
-                                                  for r in generations[(ps, *base_key)]})
+                                baseline_outputs={r["id"]: r["output"] for r in generations[(ps, *base_key)]},
+                            )
                             row["lc_win_rate"] = lc.get("lc_win_rate")
                             row["lc_note"] = "" if lc.get("available") else lc.get("reason", "")
                 if gkey not in diag_cache:
-                    diag_cache[gkey] = diagnostics(recs, max_new_tokens=params.get("max_new_tokens"),
-                                                   n_boot=n_boot, seed=seed)
+                    diag_cache[gkey] = diagnostics(
+                        recs, max_new_tokens=params.get("max_new_tokens"), n_boot=n_boot, seed=seed
+                    )
                 d = diag_cache[gkey]
                 for c in DIAG_COLUMNS:
                     row[c] = d.get(c, math.nan)
@@ -188,8 +205,7 @@ def mark_chosen_alpha(df: pd.DataFrame, ev: Mapping[str, Any]) -> pd.DataFrame:
         return df
     best = select_alpha(cand, metric=metric, group_col="pair", alpha_col="alpha")
     for _, b in best.iterrows():
-        df.loc[(df.pair == b["pair"]) & (df.kind == "alpha") & np.isclose(df.alpha, b["alpha"]),
-               "chosen_on_dev"] = True
+        df.loc[(df.pair == b["pair"]) & (df.kind == "alpha") & np.isclose(df.alpha, b["alpha"]), "chosen_on_dev"] = True
     return df
 
 
@@ -210,22 +226,25 @@ def summary_markdown(df: pd.DataFrame, params: Mapping[str, Any]) -> str:
     lines = ["# ExPO report", ""]
     for rm in rms:
         lines.append(f"- **{rm}**: {params['reward_models'][rm]['label']}")
-    lines += [f"- win rates: each variant's answer vs the **{base}** model's answer to the same "
-              "prompt, judged by the reward model (ties count half); 95 % bootstrap CIs over prompts.",
-              "- α axis: SFT = −1, aligned = 0. ✓ = α chosen on the dev prompt set by mean "
-              f"{primary} reward.", ""]
+    lines += [
+        f"- win rates: each variant's answer vs the **{base}** model's answer to the same "
+        "prompt, judged by the reward model (ties count half); 95 % bootstrap CIs over prompts.",
+        f"- α axis: SFT = −1, aligned = 0. ✓ = α chosen on the dev prompt set by mean {primary} reward.",
+        "",
+    ]
     for (pair, ps), g in df.groupby(["pair", "prompt_set"], sort=False):
         lines += [f"## {pair} — {ps}", ""]
-        table = pd.DataFrame({"variant": [v + (" ✓" if c else "") for v, c in
-                                          zip(g.variant, g.chosen_on_dev)]})
+        table = pd.DataFrame({"variant": [v + (" ✓" if c else "") for v, c in zip(g.variant, g.chosen_on_dev)]})
         for rm in rms:
             if f"{rm}_mean" in g:
-                table[f"{rm} reward"] = [_fmt_ci(*t) for t in
-                                         zip(g[f"{rm}_mean"], g[f"{rm}_ci_low"], g[f"{rm}_ci_high"])]
+                table[f"{rm} reward"] = [
+                    _fmt_ci(*t) for t in zip(g[f"{rm}_mean"], g[f"{rm}_ci_low"], g[f"{rm}_ci_high"])
+                ]
             if f"{rm}_win_rate" in g:
                 table[f"{rm} win % vs {base}"] = [
-                    _fmt_ci(*t, digits=1) for t in zip(g[f"{rm}_win_rate"], g[f"{rm}_win_rate_ci_low"],
-                                                       g[f"{rm}_win_rate_ci_high"])]
+                    _fmt_ci(*t, digits=1)
+                    for t in zip(g[f"{rm}_win_rate"], g[f"{rm}_win_rate_ci_low"], g[f"{rm}_win_rate_ci_high"])
+                ]
         if "lc_win_rate" in g and g["lc_win_rate"].notna().any():
             table["LC win %"] = [f"{x:.1f}" if pd.notna(x) else "n/a" for x in g["lc_win_rate"]]
         for rm in rms:  # the parts of a programmatic reward, when the scorer reports them
@@ -233,9 +252,13 @@ def summary_markdown(df: pd.DataFrame, params: Mapping[str, Any]) -> str:
                 if f"{rm}_{field}" in g and g[f"{rm}_{field}"].notna().any():
                     table[f"{rm} {field}"] = [f"{x:.0%}" for x in g[f"{rm}_{field}"]]
         table["tokens"] = [f"{x:.1f}" for x in g["mean_tokens"]]
-        for c, name in (("restating_rate", "restating"), ("restating_only_rate", "restating only"),
-                        ("repetitive_rate", "repetitive"), ("empty_rate", "empty"),
-                        ("truncation_rate", "truncated")):
+        for c, name in (
+            ("restating_rate", "restating"),
+            ("restating_only_rate", "restating only"),
+            ("repetitive_rate", "repetitive"),
+            ("empty_rate", "empty"),
+            ("truncation_rate", "truncated"),
+        ):
             table[name] = [f"{x:.0%}" if pd.notna(x) else "n/a" for x in g[c]]
         lines += [table.to_markdown(index=False), ""]
         lines += verdict(g, rms, primary)
@@ -263,8 +286,10 @@ def verdict(g: pd.DataFrame, rms: Sequence[str], primary: str) -> list[str]:
         worst = alphas.loc[alphas[col].idxmin()]
         chosen = alphas[alphas.chosen_on_dev]
         head = f"SFT {sft[col].iloc[0]:.3f} → " if not sft.empty else ""
-        line = (f"- {rm}: {head}aligned {a:.3f}; "
-                f"best α={best.alpha:g} gives {best[col]:.3f} ({best[col] - a:+.3f} vs aligned)")
+        line = (
+            f"- {rm}: {head}aligned {a:.3f}; "
+            f"best α={best.alpha:g} gives {best[col]:.3f} ({best[col] - a:+.3f} vs aligned)"
+        )
         if not chosen.empty:
             c = chosen.iloc[0]
             line += f"; dev-chosen α={c.alpha:g} gives {c[col]:.3f} ({c[col] - a:+.3f})"
@@ -312,19 +337,22 @@ def _plot_metric(ax, g: pd.DataFrame, col: str, label: str, color, ci: bool = Tr
         ax.annotate(r.kind, (r.alpha, r[col]), textcoords="offset points", xytext=(4, 6), fontsize=7)
     chosen = line[line.chosen_on_dev]
     if not chosen.empty:
-        ax.plot(chosen.alpha, chosen[col], "*", color=color, ms=13, mec="k",
-                label=f"{label}: α chosen on dev")
+        ax.plot(chosen.alpha, chosen[col], "*", color=color, ms=13, mec="k", label=f"{label}: α chosen on dev")
     for _, r in g[g.kind == "reference"].iterrows():
         if pd.notna(r[col]):
             ax.axhline(r[col], color=color, ls=":", lw=1)
-            ax.annotate("reference", (line.alpha.min() if len(line) else 0, r[col]),
-                        textcoords="offset points", xytext=(2, 3), fontsize=7)
+            ax.annotate(
+                "reference",
+                (line.alpha.min() if len(line) else 0, r[col]),
+                textcoords="offset points",
+                xytext=(2, 3),
+                fontsize=7,
+            )
     schemes = g[g.kind == "scheme"]
     for _, r in schemes.iterrows():
         x = line.alpha.max() * 1.4 if len(line) else 1.0
         ax.plot([x], [r[col]], "D", color=color, mec="k", ms=6)
-        ax.annotate(f"scheme {r.scheme}", (x, r[col]), textcoords="offset points", xytext=(-10, 7),
-                    fontsize=7)
+        ax.annotate(f"scheme {r.scheme}", (x, r[col]), textcoords="offset points", xytext=(-10, 7), fontsize=7)
 
 
 def plot_rewards(df: pd.DataFrame, params: Mapping[str, Any], out: str) -> None:
@@ -357,9 +385,14 @@ def plot_rewards(df: pd.DataFrame, params: Mapping[str, Any], out: str) -> None:
 def plot_diagnostics(df: pd.DataFrame, out: str) -> None:
     """Length and failure modes against α (eval-style: every prompt set, one line per pair)."""
     plt = _plt()
-    panels = [("mean_tokens", "mean answer length (tokens)"), ("restating_rate", "restating rate"),
-              ("restating_only_rate", "restating-only rate"), ("repetitive_rate", "repetitive rate"),
-              ("truncation_rate", "truncation rate"), ("distinct_2", "distinct-2")]
+    panels = [
+        ("mean_tokens", "mean answer length (tokens)"),
+        ("restating_rate", "restating rate"),
+        ("restating_only_rate", "restating-only rate"),
+        ("repetitive_rate", "repetitive rate"),
+        ("truncation_rate", "truncation rate"),
+        ("distinct_2", "distinct-2"),
+    ]
     fig, axes = plt.subplots(2, 3, figsize=(15, 7), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, ((pair, ps), g) in enumerate(df.groupby(["pair", "prompt_set"], sort=False)):
@@ -403,8 +436,11 @@ def layer_delta(manifests: Sequence[str], out_csv: str, out_png: str) -> pd.Data
             continue
         seen.add(pair)
         frames.append(delta_table(read_json(m)).assign(pair=pair))
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["pair", "part", "layer", "delta_norm", "aligned_norm", "rel_delta"])
+    df = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["pair", "part", "layer", "delta_norm", "aligned_norm", "rel_delta"])
+    )
     _write_csv(df, out_csv)
     if df.empty:
         _placeholder_png(out_png, "no extrapolation manifests")
@@ -433,8 +469,7 @@ def training_plot(trained_dirs: Sequence[str], out_png: str) -> None:
     plot_curves([str(h) for h in histories], out_png)
 
 
-def published_comparison(published_csv: str, df: pd.DataFrame, params: Mapping[str, Any],
-                         out_csv: str) -> pd.DataFrame:
+def published_comparison(published_csv: str, df: pd.DataFrame, params: Mapping[str, Any], out_csv: str) -> pd.DataFrame:
     """The paper's numbers for the pairs this experiment names, with our best-α numbers beside."""
     pub = pd.read_csv(published_csv)
     rows = []
@@ -445,8 +480,7 @@ def published_comparison(published_csv: str, df: pd.DataFrame, params: Mapping[s
             continue
         sel = pub[(pub.sft_model == ref["sft_model"]) & (pub.aligned_model == ref["aligned_model"])]
         if sel.empty:
-            log.warning("pair %s names a published pair %s that is not in %s", pair_name, ref,
-                        published_csv)
+            log.warning("pair %s names a published pair %s that is not in %s", pair_name, ref, published_csv)
         ours = df[(df.pair == pair_name)]
         chosen = ours[ours.chosen_on_dev]
         for _, r in sel.iterrows():
@@ -457,11 +491,14 @@ def published_comparison(published_csv: str, df: pd.DataFrame, params: Mapping[s
             if f"{primary}_mean" in ours and not al.empty:
                 row["ours_aligned_reward"] = al[f"{primary}_mean"].iloc[0]
                 match = eval_rows[(eval_rows.kind == "alpha") & np.isclose(eval_rows.alpha, r["alpha"])]
-                row["ours_reward_at_published_alpha"] = (match[f"{primary}_mean"].iloc[0]
-                                                         if not match.empty else math.nan)
+                row["ours_reward_at_published_alpha"] = (
+                    match[f"{primary}_mean"].iloc[0] if not match.empty else math.nan
+                )
                 row["ours_win_rate_at_published_alpha"] = (
                     match[f"{primary}_win_rate"].iloc[0]
-                    if not match.empty and f"{primary}_win_rate" in match else math.nan)
+                    if not match.empty and f"{primary}_win_rate" in match
+                    else math.nan
+                )
             row["ours_dev_chosen_alpha"] = chosen.alpha.iloc[0] if not chosen.empty else math.nan
             rows.append(row)
     out = pd.DataFrame(rows, columns=None if rows else ["pair", *pub.columns])
@@ -477,9 +514,9 @@ def _write_csv(df: pd.DataFrame, path: str) -> None:
 # ------------------------------------------------------------------------------- entry points
 
 
-def build_report(inputs: Mapping[str, Any], outputs: Mapping[str, str],
-                 params: Mapping[str, Any]) -> pd.DataFrame:
+def build_report(inputs: Mapping[str, Any], outputs: Mapping[str, str], params: Mapping[str, Any]) -> pd.DataFrame:
     """Everything the `report` rule writes (see module docstring)."""
+
     def as_list(x):
         return [x] if isinstance(x, str) else list(x or [])
 
@@ -497,10 +534,10 @@ def build_report(inputs: Mapping[str, Any], outputs: Mapping[str, str],
     if "study_csv" in outputs:
         from .study import build_study, write_study
 
-        study = build_study(df, params.get("pair_meta") or {}, params["evaluation"],
-                            list(params["reward_models"]), scores)
-        write_study(study, params["evaluation"], params["reward_models"],
-                    outputs["study_csv"], outputs["study_md"])
+        study = build_study(
+            df, params.get("pair_meta") or {}, params["evaluation"], list(params["reward_models"]), scores
+        )
+        write_study(study, params["evaluation"], params["reward_models"], outputs["study_csv"], outputs["study_md"])
         log.info("report: study table with %d rows written to %s", len(study), outputs["study_csv"])
     log.info("report: %d rows written to %s", len(df), outputs["summary_csv"])
     return df
@@ -509,8 +546,9 @@ def build_report(inputs: Mapping[str, Any], outputs: Mapping[str, str],
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Rebuild the report of a finished experiment folder.")
     ap.add_argument("results", help="results/<experiment> folder")
-    ap.add_argument("--params", required=True,
-                    help="JSON file with the report params (as the `report` rule passes them)")
+    ap.add_argument(
+        "--params", required=True, help="JSON file with the report params (as the `report` rule passes them)"
+    )
     ap.add_argument("--out", help="output folder (default <results>/report)")
     ap.add_argument("--published", default="resources/expo_published_results.csv")
     ap.add_argument("--log")
@@ -518,11 +556,18 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(a.log)
     res = Path(a.results)
     out = Path(a.out or res / "report")
-    names = {"summary_csv": "summary.csv", "summary_md": "summary.md",
-             "reward_plot": "reward_vs_alpha.png", "diagnostics_plot": "diagnostics_vs_alpha.png",
-             "delta_csv": "layer_delta.csv", "delta_plot": "layer_delta.png",
-             "training_plot": "training_curves.png", "published_csv": "published_comparison.csv",
-             "study_csv": "study.csv", "study_md": "study.md"}
+    names = {
+        "summary_csv": "summary.csv",
+        "summary_md": "summary.md",
+        "reward_plot": "reward_vs_alpha.png",
+        "diagnostics_plot": "diagnostics_vs_alpha.png",
+        "delta_csv": "layer_delta.csv",
+        "delta_plot": "layer_delta.png",
+        "training_plot": "training_curves.png",
+        "published_csv": "published_comparison.csv",
+        "study_csv": "study.csv",
+        "study_md": "study.md",
+    }
     inputs = {
         "generations": [str(p) for p in sorted(res.glob("generations/*/*/*.json"))],
         "scores": [str(p) for p in sorted(res.glob("scores/*/*/*/*.json"))],

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 Kind = Literal["layer", "embed", "norm", "lm_head", "other"]
 
@@ -106,8 +107,13 @@ class LayerGroup:
     def describe(self) -> dict:
         start: float | int = int(self.start) if self.by == "index" else self.start
         end: float | int = int(self.end) if self.by == "index" else self.end
-        return {"name": self.name, "layers": [start, end], "by": self.by, "alpha": self.alpha,
-                "modules": list(self.modules)}
+        return {
+            "name": self.name,
+            "layers": [start, end],
+            "by": self.by,
+            "alpha": self.alpha,
+            "modules": list(self.modules),
+        }
 
 
 @dataclass(frozen=True)
@@ -125,14 +131,20 @@ class Scheme:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def uniform_alpha(cls, alpha: float) -> "Scheme":
+    def uniform_alpha(cls, alpha: float) -> Scheme:
         """Every tensor gets the same α (the paper's ExPO)."""
         a = _alpha(alpha, "uniform scheme")
-        return cls(groups=(LayerGroup(0.0, 1.0, a, "fraction", (), "layers"),), embed=a, norm=a,
-                   lm_head=a, default=a, uniform=a)
+        return cls(
+            groups=(LayerGroup(0.0, 1.0, a, "fraction", (), "layers"),),
+            embed=a,
+            norm=a,
+            lm_head=a,
+            default=a,
+            uniform=a,
+        )
 
     @classmethod
-    def from_config(cls, spec: Any) -> "Scheme":
+    def from_config(cls, spec: Any) -> Scheme:
         """Parse a config value (number, or mapping as documented in the module docstring).
 
         Raises ValueError naming the offending key for anything malformed, so a bad config fails
@@ -150,8 +162,9 @@ class Scheme:
         if not isinstance(spec, Mapping):
             raise ValueError(f"scheme must be a number or a mapping, got {type(spec).__name__}: {spec!r}")
         spec = dict(spec)
-        specials = {k: _alpha(spec[k], f"scheme key '{k}'") for k in ("embed", "norm", "lm_head", "default")
-                    if k in spec}
+        specials = {
+            k: _alpha(spec[k], f"scheme key '{k}'") for k in ("embed", "norm", "lm_head", "default") if k in spec
+        }
         if "preset" in spec:
             return cls._from_preset(spec, specials)
         if "groups" in spec:
@@ -164,7 +177,7 @@ class Scheme:
         raise ValueError(f"scheme mapping needs one of 'alpha', 'preset' or 'groups'; got keys {sorted(spec)}")
 
     @classmethod
-    def _from_preset(cls, spec: dict, specials: dict[str, float]) -> "Scheme":
+    def _from_preset(cls, spec: dict, specials: dict[str, float]) -> Scheme:
         allowed = {"preset", "alphas", "embed", "norm", "lm_head", "default"}
         unknown = set(spec) - allowed
         if unknown:
@@ -186,19 +199,27 @@ class Scheme:
         bounds = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)
         groups = tuple(LayerGroup(bounds[i], bounds[i + 1], alphas[i], "fraction", (), names[i]) for i in range(3))
         notes = ("preset rule: embed takes the first third's α; norm, lm_head and unmatched tensors the last third's",)
-        return cls(groups=groups, embed=specials.get("embed", alphas[0]), norm=specials.get("norm", alphas[2]),
-                   lm_head=specials.get("lm_head", alphas[2]), default=specials.get("default", alphas[2]),
-                   preset=preset, notes=notes)
+        return cls(
+            groups=groups,
+            embed=specials.get("embed", alphas[0]),
+            norm=specials.get("norm", alphas[2]),
+            lm_head=specials.get("lm_head", alphas[2]),
+            default=specials.get("default", alphas[2]),
+            preset=preset,
+            notes=notes,
+        )
 
     @classmethod
-    def _from_groups(cls, spec: dict, specials: dict[str, float]) -> "Scheme":
+    def _from_groups(cls, spec: dict, specials: dict[str, float]) -> Scheme:
         allowed = {"groups", "embed", "norm", "lm_head", "default"}
         unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"unknown scheme key(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
         if "default" not in specials:
-            raise ValueError("a 'groups' scheme needs an explicit 'default' α (used for embed/norm/lm_head when "
-                             "not given, and for tensors no group matches) — no α is ever assumed")
+            raise ValueError(
+                "a 'groups' scheme needs an explicit 'default' α (used for embed/norm/lm_head when "
+                "not given, and for tensors no group matches) — no α is ever assumed"
+            )
         raw = spec["groups"]
         if not isinstance(raw, (list, tuple)) or not raw:
             raise ValueError(f"scheme 'groups' must be a non-empty list, got {raw!r}")
@@ -217,8 +238,11 @@ class Scheme:
             if by not in ("fraction", "index"):
                 raise ValueError(f"{where}: 'by' must be 'fraction' or 'index', got {by!r}")
             layers = g.get("layers")
-            if (not isinstance(layers, (list, tuple)) or len(layers) != 2
-                    or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in layers)):
+            if (
+                not isinstance(layers, (list, tuple))
+                or len(layers) != 2
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in layers)
+            ):
                 raise ValueError(f"{where}: 'layers' must be [start, end], got {layers!r}")
             start, end = float(layers[0]), float(layers[1])
             if by == "fraction":
@@ -242,9 +266,14 @@ class Scheme:
         if len(set(names)) != len(names):
             raise ValueError(f"scheme group names must be unique, got {names}")
         d = specials["default"]
-        return cls(groups=tuple(groups), embed=specials.get("embed", d), norm=specials.get("norm", d),
-                   lm_head=specials.get("lm_head", d), default=d,
-                   notes=("first matching group wins; unmatched layer tensors take 'default'",))
+        return cls(
+            groups=tuple(groups),
+            embed=specials.get("embed", d),
+            norm=specials.get("norm", d),
+            lm_head=specials.get("lm_head", d),
+            default=d,
+            notes=("first matching group wins; unmatched layer tensors take 'default'",),
+        )
 
     # ------------------------------------------------------------------ use
     def validate_for(self, num_layers: int) -> None:
@@ -253,8 +282,9 @@ class Scheme:
             raise ValueError(f"model reports {num_layers} decoder layers")
         for n, g in enumerate(self.groups, 1):
             if g.by == "index" and g.end > num_layers:
-                raise ValueError(f"group {n} layers [{int(g.start)}, {int(g.end)}) is outside a model with "
-                                 f"{num_layers} layers")
+                raise ValueError(
+                    f"group {n} layers [{int(g.start)}, {int(g.end)}) is outside a model with {num_layers} layers"
+                )
 
     def alpha_for(self, name: str, num_layers: int) -> tuple[float, str]:
         """(α, group name) for the tensor called ``name`` in a model with ``num_layers`` layers."""

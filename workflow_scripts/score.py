@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .common import pick_device, read_json, setup_logging, write_json
 
@@ -44,28 +45,32 @@ def tokenizer_adds_bos(tokenizer) -> bool:
 def format_for_rm(tokenizer, instruction: str, output: str) -> str:
     """The text the reward model scores for one answer (see module docstring for the BOS rule)."""
     if getattr(tokenizer, "chat_template", None):
-        chat = [{"role": "user", "content": str(instruction)},
-                {"role": "assistant", "content": str(output)}]
+        chat = [{"role": "user", "content": str(instruction)}, {"role": "assistant", "content": str(output)}]
         text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
         bos = tokenizer.bos_token
         if bos and text.startswith(bos) and tokenizer_adds_bos(tokenizer):
-            text = text[len(bos):]
+            text = text[len(bos) :]
         return text
     return PLAIN_FORMAT.format(instruction=instruction, output=output)
 
 
-def encode_for_rm(tokenizer, records: Sequence[Mapping[str, Any]],
-                  max_length: int | None) -> tuple[list[list[int]], int]:
+def encode_for_rm(
+    tokenizer, records: Sequence[Mapping[str, Any]], max_length: int | None
+) -> tuple[list[list[int]], int]:
     """Token ids per record, truncated on the right to ``max_length``; returns (ids, n_truncated)."""
     if not getattr(tokenizer, "chat_template", None):
-        log.warning("reward tokenizer %r has no chat template; scoring the plain format %r",
-                    getattr(tokenizer, "name_or_path", "?"), PLAIN_FORMAT)
+        log.warning(
+            "reward tokenizer %r has no chat template; scoring the plain format %r",
+            getattr(tokenizer, "name_or_path", "?"),
+            PLAIN_FORMAT,
+        )
     encoded, n_trunc = [], 0
     for i, r in enumerate(records):
         if "instruction" not in r or "output" not in r:
             raise ValueError(f"generation record #{i} (id={r.get('id')!r}) lacks 'instruction' or 'output'")
-        ids = list(tokenizer(format_for_rm(tokenizer, r["instruction"], r["output"]),
-                             add_special_tokens=True)["input_ids"])
+        ids = list(
+            tokenizer(format_for_rm(tokenizer, r["instruction"], r["output"]), add_special_tokens=True)["input_ids"]
+        )
         if max_length is not None and len(ids) > max_length:
             ids, n_trunc = ids[:max_length], n_trunc + 1
         encoded.append(ids)
@@ -73,14 +78,23 @@ def encode_for_rm(tokenizer, records: Sequence[Mapping[str, Any]],
 
 
 def _default_max_length(tokenizer, config) -> int | None:
-    limits = [v for v in (getattr(tokenizer, "model_max_length", None),
-                          getattr(config, "max_position_embeddings", None))
-              if isinstance(v, int) and 0 < v < _HUGE]
+    limits = [
+        v
+        for v in (getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None))
+        if isinstance(v, int) and 0 < v < _HUGE
+    ]
     return min(limits) if limits else None
 
 
-def score(rm_dir: str | Path, records: list[dict], *, batch_size: int = 16, device: str = "auto",
-          trust_remote_code: bool = False, max_length: int | None = None) -> list[float]:
+def score(
+    rm_dir: str | Path,
+    records: list[dict],
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+) -> list[float]:
     """Raw reward (``logits[:, 0]``) of every record's answer, in the records' order.
 
     ``max_length`` defaults to the smaller of the tokenizer's ``model_max_length`` and the model's
@@ -117,22 +131,24 @@ def score(rm_dir: str | Path, records: list[dict], *, batch_size: int = 16, devi
         max_length = _default_max_length(tok, model.config)
     encoded, n_trunc = encode_for_rm(tok, records, max_length)
     if n_trunc:
-        log.warning("%d of %d inputs were longer than %d tokens and were truncated on the right",
-                    n_trunc, len(records), max_length)
+        log.warning(
+            "%d of %d inputs were longer than %d tokens and were truncated on the right",
+            n_trunc,
+            len(records),
+            max_length,
+        )
 
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     rewards: list[float | None] = [None] * len(encoded)
     warned = False
     bar = tqdm(total=len(encoded), desc=f"score {rm_dir.name}", unit="answer")
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         batch = tok.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
         with torch.inference_mode():
-            logits = model(input_ids=batch["input_ids"].to(dev),
-                           attention_mask=batch["attention_mask"].to(dev)).logits
+            logits = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)).logits
         if logits.shape[-1] != 1 and not warned:
-            log.warning("reward model %s has %d outputs; using logits[:, 0] as the reward",
-                        rm_dir, logits.shape[-1])
+            log.warning("reward model %s has %d outputs; using logits[:, 0] as the reward", rm_dir, logits.shape[-1])
             warned = True
         for i, v in zip(idx, logits[:, 0].float().cpu().tolist()):
             rewards[i] = v
@@ -173,8 +189,14 @@ def main(argv: list[str] | None = None) -> None:
     records = read_json(args.generations)
     if not isinstance(records, list):
         raise ValueError(f"{args.generations}: expected a JSON list of generation records")
-    rewards = score(args.rm, records, batch_size=args.batch_size, device=args.device,
-                    trust_remote_code=args.trust_remote_code, max_length=args.max_length)
+    rewards = score(
+        args.rm,
+        records,
+        batch_size=args.batch_size,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        max_length=args.max_length,
+    )
     write_scores(record_ids(records), rewards, args.out)
     if rewards:
         log.info("wrote %s: %d rewards, mean %.4f", args.out, len(rewards), sum(rewards) / len(rewards))

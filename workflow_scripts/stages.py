@@ -8,15 +8,15 @@ does not change a `script:` file and force Snakemake to rerun every job of the r
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .common import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-PREFERENCE_KEYS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length",
-                   "gamma_beta_ratio", "lora", "seed")
+PREFERENCE_KEYS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "gamma_beta_ratio", "lora", "seed")
 SUPERVISED_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
 
 
@@ -27,8 +27,9 @@ def _pick(hp: Mapping[str, Any], keys: tuple[str, ...]) -> dict:
     return {k: hp[k] for k in keys if k in hp}
 
 
-def train_from_rule(inputs: Mapping[str, str], out: str, params: Mapping[str, Any], *,
-                    threads: int | None = None) -> dict:
+def train_from_rule(
+    inputs: Mapping[str, str], out: str, params: Mapping[str, Any], *, threads: int | None = None
+) -> dict:
     """Train one model as the `train_model` rule describes it (method, data, init/base, hparams)."""
     from . import train
 
@@ -43,22 +44,28 @@ def train_from_rule(inputs: Mapping[str, str], out: str, params: Mapping[str, An
         fn = train.train_sft if method == "sft" else train.train_reward
         return fn(model_init, tokenizer_dir, data, out, threads=threads, **_pick(hp, SUPERVISED_KEYS))
     if method in ("dpo", "simpo"):
-        return train.train_preference(inputs["base"], data, out, method=method,
-                                      fraction=float(params.get("fraction", 1.0)), threads=threads,
-                                      **_pick(hp, PREFERENCE_KEYS))
+        return train.train_preference(
+            inputs["base"],
+            data,
+            out,
+            method=method,
+            fraction=float(params.get("fraction", 1.0)),
+            threads=threads,
+            **_pick(hp, PREFERENCE_KEYS),
+        )
     raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo or simpo")
 
 
-def run_generation(model_dir: str, prompts: list[dict], decoding: Mapping[str, Any], out: str, *,
-                   generator: str) -> None:
+def run_generation(
+    model_dir: str, prompts: list[dict], decoding: Mapping[str, Any], out: str, *, generator: str
+) -> None:
     """Generate answers and write the alpaca_eval `model_outputs` JSON."""
     from .generate import generate, write_generations
 
     spec = dict(decoding)
     backend = spec.pop("backend", "auto")
     batch_size = int(spec.pop("batch_size", 32))
-    records = generate(model_dir, prompts, spec, backend=backend, batch_size=batch_size,
-                       generator=generator)
+    records = generate(model_dir, prompts, spec, backend=backend, batch_size=batch_size, generator=generator)
     write_generations(records, out)
 
 
@@ -77,8 +84,15 @@ def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str
         for i, r in zip(ids, records):
             g = grade_record(r)
             # the parts explain the reward: the report averages them into columns
-            rows.append({"id": i, "reward": g["gold"], "correctness": g["correctness"],
-                         "restated": float(g["restated"]), "rambling": float(g["rambling"])})
+            rows.append(
+                {
+                    "id": i,
+                    "reward": g["gold"],
+                    "correctness": g["correctness"],
+                    "restated": float(g["restated"]),
+                    "rambling": float(g["rambling"]),
+                }
+            )
     else:
         from .score import score
 
@@ -87,5 +101,4 @@ def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str
         rewards = score(rm_dir, records, trust_remote_code=bool(rm.get("trust_remote_code")))
         rows = [{"id": i, "reward": float(x)} for i, x in zip(ids, rewards)]
     write_json(out, rows, indent=None)
-    log.info("scored %d answers from %s (%s)", len(rows), Path(generations).name,
-             rm.get("type", "model"))
+    log.info("scored %d answers from %s (%s)", len(rows), Path(generations).name, rm.get("type", "model"))

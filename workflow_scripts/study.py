@@ -27,8 +27,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,12 +52,16 @@ def _ci_of(row: pd.Series | None, rm: str) -> tuple[float, float, float]:
     """(mean, low, high) of one reward model in one summary row; NaNs when absent."""
     if row is None or f"{rm}_mean" not in row.index or pd.isna(row[f"{rm}_mean"]):
         return _nan3()
-    return (float(row[f"{rm}_mean"]), float(row.get(f"{rm}_ci_low", math.nan)),
-            float(row.get(f"{rm}_ci_high", math.nan)))
+    return (
+        float(row[f"{rm}_mean"]),
+        float(row.get(f"{rm}_ci_low", math.nan)),
+        float(row.get(f"{rm}_ci_high", math.nan)),
+    )
 
 
-def paired_diff_ci(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], *,
-                   n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+def paired_diff_ci(
+    a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean per-prompt reward difference a − b with a paired bootstrap CI over prompts.
 
     Both score lists must cover the same prompt ids (aligned by id, never by position): pairing a
@@ -99,9 +104,13 @@ def _score_key(ps: str, rm: str, pair: str, aligned: str, alpha: float) -> Score
     return (ps, rm, pair, f"alpha{format_alpha(alpha)}")
 
 
-def build_study(summary: pd.DataFrame, pair_meta: Mapping[str, Mapping[str, Any]],
-                evaluation: Mapping[str, Any], reward_models: Sequence[str],
-                scores: Mapping[ScoreKey, list[dict]] | None = None) -> pd.DataFrame:
+def build_study(
+    summary: pd.DataFrame,
+    pair_meta: Mapping[str, Mapping[str, Any]],
+    evaluation: Mapping[str, Any],
+    reward_models: Sequence[str],
+    scores: Mapping[ScoreKey, list[dict]] | None = None,
+) -> pd.DataFrame:
     """One row per (method, fraction, eval prompt set); see the module docstring for the columns.
 
     ``summary``: the report's summary table. ``pair_meta``: ``{pair: {"method", "fraction",
@@ -115,8 +124,7 @@ def build_study(summary: pd.DataFrame, pair_meta: Mapping[str, Mapping[str, Any]
     n_boot, seed = int(ev.get("bootstrap", 1000)), int(ev.get("seed", 0))
     rms = [rm for rm in reward_models if f"{rm}_mean" in summary.columns]
     if primary not in rms and pair_meta:
-        raise ValueError(f"study table: the primary reward {primary!r} has no scores in the summary "
-                         f"(scored: {rms})")
+        raise ValueError(f"study table: the primary reward {primary!r} has no scores in the summary (scored: {rms})")
     unknown = sorted(set(pair_meta) - set(summary.get("pair", pd.Series(dtype=str))))
     if unknown:
         raise ValueError(f"study table: pairs {unknown} have metadata but no rows in the summary")
@@ -133,27 +141,32 @@ def build_study(summary: pd.DataFrame, pair_meta: Mapping[str, Mapping[str, Any]
         by_method.setdefault(m["method"], []).append(pair)
     for method, pairs in by_method.items():
         fracs = {float(pair_meta[p]["fraction"]) for p in pairs}
-        full[method] = (max(pairs, key=lambda p: float(pair_meta[p]["fraction"]))
-                        if len(fracs) > 1 else None)
+        full[method] = max(pairs, key=lambda p: float(pair_meta[p]["fraction"])) if len(fracs) > 1 else None
 
     eval_sets = [ps for ps in dict.fromkeys(summary.prompt_set) if ps != dev] if len(summary) else []
     rows = []
     for pair, m in pair_meta.items():
         pg = summary[summary.pair == pair]
-        best_alpha, best_dev = (choose_alpha_on_dev(pg[pg.prompt_set == dev], f"{primary}_mean")
-                                if dev else (math.nan, math.nan))
+        best_alpha, best_dev = (
+            choose_alpha_on_dev(pg[pg.prompt_set == dev], f"{primary}_mean") if dev else (math.nan, math.nan)
+        )
         ref_pair = full[m["method"]]
         ref_aligned = pair_meta[ref_pair]["aligned"] if ref_pair else ""
         for ps in eval_sets:
             g = pg[pg.prompt_set == ps]
             aligned_row = _row_at(g, 0.0)
             expo_row = _row_at(g, best_alpha)
-            ref_row = (_row_at(summary[(summary.pair == ref_pair) & (summary.prompt_set == ps)], 0.0)
-                       if ref_pair else None)
+            ref_row = (
+                _row_at(summary[(summary.pair == ref_pair) & (summary.prompt_set == ps)], 0.0) if ref_pair else None
+            )
             row: dict[str, Any] = {
-                "method": m["method"], "fraction": float(m["fraction"]), "pair": pair,
-                "aligned_model": m["aligned"], "prompt_set": ps,
-                "best_alpha": best_alpha, f"dev_{primary}_at_best_alpha": best_dev,
+                "method": m["method"],
+                "fraction": float(m["fraction"]),
+                "pair": pair,
+                "aligned_model": m["aligned"],
+                "prompt_set": ps,
+                "best_alpha": best_alpha,
+                f"dev_{primary}_at_best_alpha": best_dev,
                 "full_data_pair": ref_pair or "",
                 "full_data_fraction": float(pair_meta[ref_pair]["fraction"]) if ref_pair else math.nan,
             }
@@ -161,10 +174,19 @@ def build_study(summary: pd.DataFrame, pair_meta: Mapping[str, Mapping[str, Any]
                 a = _ci_of(aligned_row, rm)
                 e = _ci_of(expo_row, rm)
                 f = _ci_of(ref_row, rm)
-                row.update({f"{rm}_aligned": a[0], f"{rm}_aligned_ci_low": a[1], f"{rm}_aligned_ci_high": a[2],
-                            f"{rm}_expo": e[0], f"{rm}_expo_ci_low": e[1], f"{rm}_expo_ci_high": e[2],
-                            f"{rm}_full_aligned": f[0], f"{rm}_full_aligned_ci_low": f[1],
-                            f"{rm}_full_aligned_ci_high": f[2]})
+                row.update(
+                    {
+                        f"{rm}_aligned": a[0],
+                        f"{rm}_aligned_ci_low": a[1],
+                        f"{rm}_aligned_ci_high": a[2],
+                        f"{rm}_expo": e[0],
+                        f"{rm}_expo_ci_low": e[1],
+                        f"{rm}_expo_ci_high": e[2],
+                        f"{rm}_full_aligned": f[0],
+                        f"{rm}_full_aligned_ci_low": f[1],
+                        f"{rm}_full_aligned_ci_high": f[2],
+                    }
+                )
                 gain = (e[0] - a[0], math.nan, math.nan)
                 expo_vs_full = (e[0] - f[0], math.nan, math.nan)
                 if scores is not None and not math.isnan(best_alpha):
@@ -175,17 +197,32 @@ def build_study(summary: pd.DataFrame, pair_meta: Mapping[str, Mapping[str, Any]
                         gain = paired_diff_ci(scores[k_e], scores[k_a], n_boot=n_boot, seed=seed)
                     if ref_pair and k_e in scores and k_f in scores:
                         expo_vs_full = paired_diff_ci(scores[k_e], scores[k_f], n_boot=n_boot, seed=seed)
-                row.update({f"{rm}_gain": gain[0], f"{rm}_gain_ci_low": gain[1],
-                            f"{rm}_gain_ci_high": gain[2],
-                            f"{rm}_expo_minus_full": expo_vs_full[0],
-                            f"{rm}_expo_minus_full_ci_low": expo_vs_full[1],
-                            f"{rm}_expo_minus_full_ci_high": expo_vs_full[2]})
+                row.update(
+                    {
+                        f"{rm}_gain": gain[0],
+                        f"{rm}_gain_ci_low": gain[1],
+                        f"{rm}_gain_ci_high": gain[2],
+                        f"{rm}_expo_minus_full": expo_vs_full[0],
+                        f"{rm}_expo_minus_full_ci_low": expo_vs_full[1],
+                        f"{rm}_expo_minus_full_ci_high": expo_vs_full[2],
+                    }
+                )
             rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["method", "fraction", "pair", "aligned_model", "prompt_set",
-                                     "best_alpha", f"dev_{primary}_at_best_alpha", "full_data_pair",
-                                     "full_data_fraction"])
+        return pd.DataFrame(
+            columns=[
+                "method",
+                "fraction",
+                "pair",
+                "aligned_model",
+                "prompt_set",
+                "best_alpha",
+                f"dev_{primary}_at_best_alpha",
+                "full_data_pair",
+                "full_data_fraction",
+            ]
+        )
     return df.sort_values(["prompt_set", "method", "fraction"], kind="stable").reset_index(drop=True)
 
 
@@ -255,47 +292,66 @@ def study_markdown(study: pd.DataFrame, evaluation: Mapping[str, Any], reward_mo
     dev = evaluation.get("dev_prompt_set")
     lines = ["# Controlled study: ExPO across methods and preference-data fractions", ""]
     if study.empty:
-        lines += ["No pair in this experiment has an aligned model trained in the workflow on a data "
-                  "fraction (models with `source: train`, `method: dpo|simpo`, `fraction`), so there is "
-                  "no study table. See experiments/controlled_study.yaml.", ""]
+        lines += [
+            "No pair in this experiment has an aligned model trained in the workflow on a data "
+            "fraction (models with `source: train`, `method: dpo|simpo`, `fraction`), so there is "
+            "no study table. See experiments/controlled_study.yaml.",
+            "",
+        ]
         return "\n".join(lines)
     rms = [rm for rm in reward_models if f"{rm}_aligned" in study.columns]
     rms = sorted(rms, key=lambda rm: rm != primary)  # the primary reward (which chose α) first
-    lines += [f"- best α: chosen on the **{dev}** prompts by mean **{primary}** reward among α = 0 "
-              "(the aligned model) and the swept α (ties → smaller α); all rewards below are on the "
-              "eval prompts, means with 95 % bootstrap CIs over prompts.",
-              "- gain = ExPO − aligned; vs full = ExPO − the same method's full-data aligned model; "
-              "differences with paired bootstrap CIs (same prompts).",
-              "- paper (zephyr-7b DPO, UltraFeedback) best α: "
-              + ", ".join(f"{int(f * 100)} % → {a:g}" for f, a in PAPER_BEST_ALPHA.items()) + ".", ""]
+    lines += [
+        f"- best α: chosen on the **{dev}** prompts by mean **{primary}** reward among α = 0 "
+        "(the aligned model) and the swept α (ties → smaller α); all rewards below are on the "
+        "eval prompts, means with 95 % bootstrap CIs over prompts.",
+        "- gain = ExPO − aligned; vs full = ExPO − the same method's full-data aligned model; "
+        "differences with paired bootstrap CIs (same prompts).",
+        "- paper (zephyr-7b DPO, UltraFeedback) best α: "
+        + ", ".join(f"{int(f * 100)} % → {a:g}" for f, a in PAPER_BEST_ALPHA.items())
+        + ".",
+        "",
+    ]
     for rm in rms:
-        lines.append(f"- **{rm}**: {reward_models[rm].get('label', rm) if isinstance(reward_models[rm], Mapping) else rm}")
+        lines.append(
+            f"- **{rm}**: {reward_models[rm].get('label', rm) if isinstance(reward_models[rm], Mapping) else rm}"
+        )
     lines.append("")
     for ps, g in study.groupby("prompt_set", sort=False):
         lines += [f"## {ps}", ""]
         t = pd.DataFrame({"method": g.method, "fraction": [f"{f:g}" for f in g.fraction]})
         for rm in rms:
-            t[f"aligned {rm}"] = [_fmt(*x) for x in zip(g[f"{rm}_aligned"], g[f"{rm}_aligned_ci_low"],
-                                                        g[f"{rm}_aligned_ci_high"])]
+            t[f"aligned {rm}"] = [
+                _fmt(*x) for x in zip(g[f"{rm}_aligned"], g[f"{rm}_aligned_ci_low"], g[f"{rm}_aligned_ci_high"])
+            ]
             if rm == primary:
                 t["best α (dev)"] = [f"{a:g}" if pd.notna(a) else "n/a" for a in g.best_alpha]
-            t[f"ExPO {rm}"] = [_fmt(*x) for x in zip(g[f"{rm}_expo"], g[f"{rm}_expo_ci_low"],
-                                                     g[f"{rm}_expo_ci_high"])]
-            t[f"gain {rm}"] = [_fmt(*x, sign=True) for x in zip(g[f"{rm}_gain"], g[f"{rm}_gain_ci_low"],
-                                                                g[f"{rm}_gain_ci_high"])]
-            t[f"full-data aligned {rm}"] = [_fmt(*x) for x in zip(g[f"{rm}_full_aligned"],
-                                                                  g[f"{rm}_full_aligned_ci_low"],
-                                                                  g[f"{rm}_full_aligned_ci_high"])]
-            t[f"ExPO − full {rm}"] = [_fmt(*x, sign=True) for x in zip(
-                g[f"{rm}_expo_minus_full"], g[f"{rm}_expo_minus_full_ci_low"],
-                g[f"{rm}_expo_minus_full_ci_high"])]
+            t[f"ExPO {rm}"] = [_fmt(*x) for x in zip(g[f"{rm}_expo"], g[f"{rm}_expo_ci_low"], g[f"{rm}_expo_ci_high"])]
+            t[f"gain {rm}"] = [
+                _fmt(*x, sign=True) for x in zip(g[f"{rm}_gain"], g[f"{rm}_gain_ci_low"], g[f"{rm}_gain_ci_high"])
+            ]
+            t[f"full-data aligned {rm}"] = [
+                _fmt(*x)
+                for x in zip(g[f"{rm}_full_aligned"], g[f"{rm}_full_aligned_ci_low"], g[f"{rm}_full_aligned_ci_high"])
+            ]
+            t[f"ExPO − full {rm}"] = [
+                _fmt(*x, sign=True)
+                for x in zip(
+                    g[f"{rm}_expo_minus_full"], g[f"{rm}_expo_minus_full_ci_low"], g[f"{rm}_expo_minus_full_ci_high"]
+                )
+            ]
         lines += [t.to_markdown(index=False, disable_numparse=True), ""]
         lines += pattern_verdict(g, primary) + [""]
     return "\n".join(lines)
 
 
-def write_study(study: pd.DataFrame, evaluation: Mapping[str, Any], reward_models: Mapping[str, Any],
-                out_csv: str | Path, out_md: str | Path) -> None:
+def write_study(
+    study: pd.DataFrame,
+    evaluation: Mapping[str, Any],
+    reward_models: Mapping[str, Any],
+    out_csv: str | Path,
+    out_md: str | Path,
+) -> None:
     """Write ``study.csv`` and ``study.md`` atomically (also when the table is empty)."""
     with atomic_path(out_csv) as tmp:
         study.to_csv(tmp, index=False)
@@ -306,8 +362,9 @@ def write_study(study: pd.DataFrame, evaluation: Mapping[str, Any], reward_model
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Controlled-study table from a report's summary.csv.")
     ap.add_argument("summary", help="results/<experiment>/report/summary.csv")
-    ap.add_argument("--params", required=True,
-                    help="JSON file with the report params (as the `report` rule passes them)")
+    ap.add_argument(
+        "--params", required=True, help="JSON file with the report params (as the `report` rule passes them)"
+    )
     ap.add_argument("--scores", help="results/<experiment>/scores folder, for paired CIs of differences")
     ap.add_argument("--out-csv", required=True)
     ap.add_argument("--out-md", required=True)
@@ -320,8 +377,9 @@ def main(argv: list[str] | None = None) -> None:
         scores = {}
         for p in sorted(Path(a.scores).glob("*/*/*/*.json")):
             scores[(p.parts[-4], p.parts[-3], p.parts[-2], p.stem)] = read_json(p)
-    study = build_study(pd.read_csv(a.summary), params.get("pair_meta", {}), params["evaluation"],
-                        list(params["reward_models"]), scores)
+    study = build_study(
+        pd.read_csv(a.summary), params.get("pair_meta", {}), params["evaluation"], list(params["reward_models"]), scores
+    )
     write_study(study, params["evaluation"], params["reward_models"], a.out_csv, a.out_md)
     log.info("study: %d rows written to %s", len(study), a.out_csv)
 

@@ -37,11 +37,11 @@ import random
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from .common import (atomic_dir, pick_device, read_json, read_records, set_threads, setup_logging,
-                     write_json)
+from .common import atomic_dir, pick_device, read_json, read_records, set_threads, setup_logging, write_json
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ DataSpec = PathLike | list[dict] | dict
 # --------------------------------------------------------------------------------------------
 # Data loading and validation
 # --------------------------------------------------------------------------------------------
+
 
 def _describe(data: Any) -> str:
     """A short name for a data source in error messages (the file path, or what it was)."""
@@ -138,11 +139,11 @@ def validate_columns(rows: Sequence[dict], columns: Sequence[str], source: str) 
             raise ValueError(f"{source}: row {i} is not an object")
         for col in columns:
             if col not in row:
-                raise ValueError(f"{source}: dataset is missing column {col!r} (row {i}; "
-                                 f"columns present: {sorted(row)})")
+                raise ValueError(
+                    f"{source}: dataset is missing column {col!r} (row {i}; columns present: {sorted(row)})"
+                )
             if not isinstance(row[col], str):
-                raise ValueError(f"{source}: column {col!r} in row {i} must be text, "
-                                 f"got {type(row[col]).__name__}")
+                raise ValueError(f"{source}: column {col!r} in row {i} must be text, got {type(row[col]).__name__}")
 
 
 def select_fraction(n: int, fraction: float, seed: int = 0) -> list[int]:
@@ -164,6 +165,7 @@ def select_fraction(n: int, fraction: float, seed: int = 0) -> list[int]:
 # --------------------------------------------------------------------------------------------
 # Chat-template rendering
 # --------------------------------------------------------------------------------------------
+
 
 def _messages(prompt: str | list[dict]) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
@@ -191,14 +193,16 @@ def render_pair(tokenizer, prompt: str | list[dict], answer: str) -> tuple[str, 
     prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": answer}], tokenize=False)
     if not full.startswith(prompt_text):
-        raise ValueError("chat template renders the prompt differently with an answer; cannot split "
-                         f"prompt {prompt_text!r} from conversation {full[:200]!r}")
-    rest = full[len(prompt_text):]
+        raise ValueError(
+            "chat template renders the prompt differently with an answer; cannot split "
+            f"prompt {prompt_text!r} from conversation {full[:200]!r}"
+        )
+    rest = full[len(prompt_text) :]
     # TRL tokenizes these strings with ``tokenizer(text)``; a tokenizer that adds BOS itself would
     # give a second BOS after the template's own one, so the template's BOS text is dropped here.
     bos = tokenizer.bos_token
     if bos and prompt_text.startswith(bos) and tokenizer_adds_bos(tokenizer):
-        prompt_text = prompt_text[len(bos):]
+        prompt_text = prompt_text[len(bos) :]
     eos = tokenizer.eos_token
     cut = rest.rfind(eos)
     rest = rest[: cut + len(eos)] if cut >= 0 else rest + eos
@@ -223,6 +227,7 @@ def _length_stats(tokenizer, texts: Iterable[str], max_length: int) -> dict:
 # --------------------------------------------------------------------------------------------
 # Models, trainer arguments, saving
 # --------------------------------------------------------------------------------------------
+
 
 def _load_tokenizer(path: PathLike, *, plain_ok: bool = False):
     from transformers import AutoTokenizer
@@ -250,8 +255,9 @@ def _llama_config(model_init: dict, tok, *, num_labels: int | None = None):
     from transformers import LlamaConfig
 
     kw = dict(model_init)
-    kw.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-              pad_token_id=tok.pad_token_id)
+    kw.update(
+        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
     if num_labels is not None:
         kw["num_labels"] = num_labels
     return LlamaConfig(**kw)
@@ -260,8 +266,12 @@ def _llama_config(model_init: dict, tok, *, num_labels: int | None = None):
 def _init_model(model_init: dict | PathLike, tok, *, seed: int, reward: bool = False, dtype=None):
     """Load a checkpoint or build a fresh Llama (seeded) from a dict of LlamaConfig kwargs."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
-                              LlamaForCausalLM, LlamaForSequenceClassification)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        LlamaForCausalLM,
+        LlamaForSequenceClassification,
+    )
 
     torch.manual_seed(seed)
     if isinstance(model_init, dict):
@@ -280,8 +290,17 @@ def _init_model(model_init: dict | PathLike, tok, *, seed: int, reward: bool = F
     return model
 
 
-def _common_args(*, device: str, epochs: float, lr: float, batch_size: int, grad_accum: int,
-                 seed: int, scratch: Path, extra: dict | None = None) -> dict:
+def _common_args(
+    *,
+    device: str,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    grad_accum: int,
+    seed: int,
+    scratch: Path,
+    extra: dict | None = None,
+) -> dict:
     """TrainingArguments shared by all trainers: no saving, no eval, log every step, seeded."""
     import torch
 
@@ -320,8 +339,7 @@ def _save_generation_config(model, tok, folder: Path) -> None:
     """generation_config.json with the tokenizer's EOS/PAD so generation stops at end of turn."""
     from transformers import GenerationConfig
 
-    gen = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                           pad_token_id=tok.pad_token_id)
+    gen = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     gen.save_pretrained(folder)
 
 
@@ -431,8 +449,7 @@ def _timing_summary(timer, t_start: float, t_train_begin: float, t_train_end: fl
     }
 
 
-def _finish(trainer, model, tok, out: PathLike, manifest: dict, *, merge_lora: bool = False,
-            save_dtype=None) -> dict:
+def _finish(trainer, model, tok, out: PathLike, manifest: dict, *, merge_lora: bool = False, save_dtype=None) -> dict:
     """Write the model, tokenizer, generation config, manifest and history atomically.
 
     With ``merge_lora`` the peft adapter is first saved under ``lora_adapter/`` (provenance, and
@@ -460,8 +477,7 @@ def _finish(trainer, model, tok, out: PathLike, manifest: dict, *, merge_lora: b
     return manifest
 
 
-def _check_common(*, epochs: float, lr: float, batch_size: int, max_length: int,
-                  grad_accum: int = 1) -> None:
+def _check_common(*, epochs: float, lr: float, batch_size: int, max_length: int, grad_accum: int = 1) -> None:
     for name, v in (("epochs", epochs), ("lr", lr)):
         if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
             raise ValueError(f"{name} must be a positive number, got {v!r}")
@@ -474,10 +490,22 @@ def _check_common(*, epochs: float, lr: float, batch_size: int, max_length: int,
 # SFT
 # --------------------------------------------------------------------------------------------
 
-def train_sft(model_init: dict | PathLike, tokenizer_dir: PathLike, data: PathLike | list[dict],
-              out: PathLike, *, epochs: float, lr: float, batch_size: int, max_length: int,
-              seed: int = 0, threads: int | None = None, device: str = "auto",
-              grad_accum: int = 1) -> dict:
+
+def train_sft(
+    model_init: dict | PathLike,
+    tokenizer_dir: PathLike,
+    data: PathLike | list[dict],
+    out: PathLike,
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    seed: int = 0,
+    threads: int | None = None,
+    device: str = "auto",
+    grad_accum: int = 1,
+) -> dict:
     """Supervised fine-tuning on ``{"prompt", "completion"}`` rows; loss on the completion only.
 
     ``model_init`` is a checkpoint folder (fine-tune) or a dict of LlamaConfig kwargs (from scratch,
@@ -500,19 +528,30 @@ def train_sft(model_init: dict | PathLike, tokenizer_dir: PathLike, data: PathLi
     rendered = [render_pair(tok, r["prompt"], r["completion"]) for r in rows]
     stats = _length_stats(tok, (p + c for p, c in rendered), max_length)
     if stats["n_over_max_length"]:
-        log.warning("%d of %d SFT examples exceed max_length=%d and lose their EOS to truncation",
-                    stats["n_over_max_length"], len(rows), max_length)
+        log.warning(
+            "%d of %d SFT examples exceed max_length=%d and lose their EOS to truncation",
+            stats["n_over_max_length"],
+            len(rows),
+            max_length,
+        )
     ds = Dataset.from_list([{"prompt": p, "completion": c} for p, c in rendered])
     model = _init_model(model_init, tok, seed=seed)
 
     with tempfile.TemporaryDirectory(prefix="sft-scratch-") as scratch:
-        cfg = SFTConfig(**_common_args(
-            device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-            seed=seed, scratch=Path(scratch),
-            extra=dict(max_length=max_length, completion_only_loss=True, packing=False)))
+        cfg = SFTConfig(
+            **_common_args(
+                device=device,
+                epochs=epochs,
+                lr=lr,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                seed=seed,
+                scratch=Path(scratch),
+                extra=dict(max_length=max_length, completion_only_loss=True, packing=False),
+            )
+        )
         timer = _timing_callback()
-        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
-                             callbacks=[timer])
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[timer])
         t0, t1 = _fit(trainer)
     history = step_history(trainer.state.log_history)
     manifest = {
@@ -523,8 +562,13 @@ def train_sft(model_init: dict | PathLike, tokenizer_dir: PathLike, data: PathLi
         "data_sha256": _sha256_rows(rows),
         "n_examples": len(rows),
         "seed": seed,
-        "hyperparameters": {"epochs": epochs, "lr": lr, "batch_size": batch_size,
-                            "grad_accum": grad_accum, "max_length": max_length},
+        "hyperparameters": {
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "grad_accum": grad_accum,
+            "max_length": max_length,
+        },
         "device": device,
         "threads": threads,
         "length_stats": stats,
@@ -540,8 +584,10 @@ def train_sft(model_init: dict | PathLike, tokenizer_dir: PathLike, data: PathLi
 # Reward model
 # --------------------------------------------------------------------------------------------
 
-def score_conversations(model, tok, prompts: Sequence[str | list[dict]], answers: Sequence[str], *,
-                        batch_size: int = 32) -> list[float]:
+
+def score_conversations(
+    model, tok, prompts: Sequence[str | list[dict]], answers: Sequence[str], *, batch_size: int = 32
+) -> list[float]:
     """Scalar reward of each (prompt, answer) under a sequence-classification reward model.
 
     Uses the full chat-template rendering of ``[user, assistant]`` — the same text the reward
@@ -560,8 +606,10 @@ def score_conversations(model, tok, prompts: Sequence[str | list[dict]], answers
     tok.padding_side = "right"
     try:
         for i in range(0, len(prompts), batch_size):
-            texts = [tok.apply_chat_template(_conversation(p, a), tokenize=False)
-                     for p, a in zip(prompts[i:i + batch_size], answers[i:i + batch_size])]
+            texts = [
+                tok.apply_chat_template(_conversation(p, a), tokenize=False)
+                for p, a in zip(prompts[i : i + batch_size], answers[i : i + batch_size])
+            ]
             enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(dev)
             with torch.no_grad():
                 logits = model(**enc).logits
@@ -579,14 +627,29 @@ def pair_accuracy(model, tok, rows: Sequence[dict], *, batch_size: int = 32) -> 
     c = score_conversations(model, tok, prompts, [r["chosen"] for r in rows], batch_size=batch_size)
     r_ = score_conversations(model, tok, prompts, [r["rejected"] for r in rows], batch_size=batch_size)
     margins = [a - b for a, b in zip(c, r_)]
-    return {"accuracy": sum(m > 0 for m in margins) / len(margins),
-            "margin": sum(margins) / len(margins), "n": len(margins)}
+    return {
+        "accuracy": sum(m > 0 for m in margins) / len(margins),
+        "margin": sum(margins) / len(margins),
+        "n": len(margins),
+    }
 
 
-def train_reward(model_init: dict | PathLike, tokenizer_dir: PathLike, data: DataSpec, out: PathLike,
-                 *, epochs: float, lr: float, batch_size: int, max_length: int, seed: int = 0,
-                 heldout_fraction: float = 0.1, threads: int | None = None, device: str = "auto",
-                 grad_accum: int = 1) -> dict:
+def train_reward(
+    model_init: dict | PathLike,
+    tokenizer_dir: PathLike,
+    data: DataSpec,
+    out: PathLike,
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    seed: int = 0,
+    heldout_fraction: float = 0.1,
+    threads: int | None = None,
+    device: str = "auto",
+    grad_accum: int = 1,
+) -> dict:
     """Train a 1-label Llama sequence classifier with TRL's RewardTrainer (Bradley-Terry loss).
 
     A seeded ``heldout_fraction`` slice (at least one pair when there are ≥ 2) is kept out of
@@ -620,28 +683,48 @@ def train_reward(model_init: dict | PathLike, tokenizer_dir: PathLike, data: Dat
         ds_rows, stats = plain_preference_rows(tok, train_rows, max_length)
         ds = Dataset.from_list(ds_rows)
     else:
-        convs = [(_conversation(r["prompt"], r["chosen"]), _conversation(r["prompt"], r["rejected"]))
-                 for r in train_rows]
-        stats = _length_stats(tok, (tok.apply_chat_template(c, tokenize=False) for pair in convs for c in pair),
-                              max_length)
+        convs = [
+            (_conversation(r["prompt"], r["chosen"]), _conversation(r["prompt"], r["rejected"])) for r in train_rows
+        ]
+        stats = _length_stats(
+            tok, (tok.apply_chat_template(c, tokenize=False) for pair in convs for c in pair), max_length
+        )
         if stats["n_over_max_length"]:
-            log.warning("%d reward-model sequences exceed max_length=%d; RewardTrainer drops those pairs",
-                        stats["n_over_max_length"], max_length)
-        ds = Dataset.from_list([
-            {"prompt": [{"role": "user", "content": r["prompt"]}] if isinstance(r["prompt"], str) else r["prompt"],
-             "chosen": [{"role": "assistant", "content": r["chosen"]}],
-             "rejected": [{"role": "assistant", "content": r["rejected"]}]}
-            for r in train_rows])
+            log.warning(
+                "%d reward-model sequences exceed max_length=%d; RewardTrainer drops those pairs",
+                stats["n_over_max_length"],
+                max_length,
+            )
+        ds = Dataset.from_list(
+            [
+                {
+                    "prompt": [{"role": "user", "content": r["prompt"]}]
+                    if isinstance(r["prompt"], str)
+                    else r["prompt"],
+                    "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                    "rejected": [{"role": "assistant", "content": r["rejected"]}],
+                }
+                for r in train_rows
+            ]
+        )
     model = _init_model(model_init, tok, seed=seed, reward=True)
     model.config.pad_token_id = tok.pad_token_id
 
     with tempfile.TemporaryDirectory(prefix="rm-scratch-") as scratch:
-        cfg = RewardConfig(**_common_args(
-            device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-            seed=seed, scratch=Path(scratch), extra=dict(max_length=max_length)))
+        cfg = RewardConfig(
+            **_common_args(
+                device=device,
+                epochs=epochs,
+                lr=lr,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                seed=seed,
+                scratch=Path(scratch),
+                extra=dict(max_length=max_length),
+            )
+        )
         timer = _timing_callback()
-        trainer = RewardTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
-                                callbacks=[timer])
+        trainer = RewardTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[timer])
         t0, t1 = _fit(trainer)
     model = trainer.model
     history = step_history(trainer.state.log_history)
@@ -656,16 +739,24 @@ def train_reward(model_init: dict | PathLike, tokenizer_dir: PathLike, data: Dat
         "n_train_pairs": len(train_rows),
         "n_heldout_pairs": len(held),
         "seed": seed,
-        "hyperparameters": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "grad_accum": grad_accum,
-                            "max_length": max_length, "heldout_fraction": heldout_fraction},
+        "hyperparameters": {
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "grad_accum": grad_accum,
+            "max_length": max_length,
+            "heldout_fraction": heldout_fraction,
+        },
         "device": device,
         "threads": threads,
         "length_stats": stats,
         **_final_metrics(history, ("loss", "accuracy", "margin")),
         "heldout": pair_accuracy(model, tok, held),
-        "input_format": ("score.PLAIN_FORMAT tokenized with the tokenizer's special tokens (no chat template)"
-                         if plain else
-                         "tokenizer.apply_chat_template([user, assistant]) (full template, no generation prompt)"),
+        "input_format": (
+            "score.PLAIN_FORMAT tokenized with the tokenizer's special tokens (no chat template)"
+            if plain
+            else "tokenizer.apply_chat_template([user, assistant]) (full template, no generation prompt)"
+        ),
         "timing": _timing_summary(timer, t_start, t0, t1),
         "library_versions": _library_versions(),
     }
@@ -677,8 +768,10 @@ def train_reward(model_init: dict | PathLike, tokenizer_dir: PathLike, data: Dat
 # Preference alignment: DPO / SimPO
 # --------------------------------------------------------------------------------------------
 
-def validate_preference_config(method: str, fraction: float, *, beta: float, gamma_beta_ratio: float,
-                               lora: dict | None) -> None:
+
+def validate_preference_config(
+    method: str, fraction: float, *, beta: float, gamma_beta_ratio: float, lora: dict | None
+) -> None:
     """Config errors a user can make, raised before any data or model is touched."""
     if method not in METHODS:
         raise ValueError(f"unknown preference method {method!r}; expected one of {list(METHODS)}")
@@ -703,18 +796,38 @@ def prepare_preference_rows(data: DataSpec, fraction: float, subset_seed: int = 
     if not idx:
         raise ValueError(f"{source}: fraction {fraction} of {len(rows)} pairs selects no pairs")
     subset = [rows[i] for i in idx]
-    info = {"data": source, "data_sha256": _sha256_rows(rows), "n_pairs_total": len(rows),
-            "n_pairs": len(subset), "subset_seed": subset_seed,
-            "subset_sha256": hashlib.sha256(json.dumps(idx).encode()).hexdigest()}
+    info = {
+        "data": source,
+        "data_sha256": _sha256_rows(rows),
+        "n_pairs_total": len(rows),
+        "n_pairs": len(subset),
+        "subset_seed": subset_seed,
+        "subset_sha256": hashlib.sha256(json.dumps(idx).encode()).hexdigest(),
+    }
     return subset, info
 
 
-def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: str,
-                     fraction: float = 1.0, beta: float, lr: float, epochs: float, batch_size: int,
-                     grad_accum: int = 1, max_length: int, gamma_beta_ratio: float = 0.5,
-                     lora: dict | None = None, seed: int = 0, subset_seed: int = 0,
-                     threads: int | None = None, device: str = "auto",
-                     precompute_ref_log_probs: bool = True) -> dict:
+def train_preference(
+    base: PathLike,
+    data: DataSpec,
+    out: PathLike,
+    *,
+    method: str,
+    fraction: float = 1.0,
+    beta: float,
+    lr: float,
+    epochs: float,
+    batch_size: int,
+    grad_accum: int = 1,
+    max_length: int,
+    gamma_beta_ratio: float = 0.5,
+    lora: dict | None = None,
+    seed: int = 0,
+    subset_seed: int = 0,
+    threads: int | None = None,
+    device: str = "auto",
+    precompute_ref_log_probs: bool = True,
+) -> dict:
     """Align ``base`` (an SFT checkpoint folder) on a ``fraction`` of preference pairs.
 
     ``method="dpo"``: TRL DPOTrainer (sigmoid loss, reference = ``base``; reference log-probs
@@ -744,11 +857,14 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
         p2, rj = render_pair(tok, r["prompt"], r["rejected"])
         assert p == p2
         rendered.append({"prompt": p, "chosen": c, "rejected": rj})
-    stats = _length_stats(tok, (r["prompt"] + r[k] for r in rendered for k in ("chosen", "rejected")),
-                          max_length)
+    stats = _length_stats(tok, (r["prompt"] + r[k] for r in rendered for k in ("chosen", "rejected")), max_length)
     if stats["n_over_max_length"]:
-        log.warning("%d of %d preference sequences exceed max_length=%d and are truncated",
-                    stats["n_over_max_length"], 2 * len(rendered), max_length)
+        log.warning(
+            "%d of %d preference sequences exceed max_length=%d and are truncated",
+            stats["n_over_max_length"],
+            2 * len(rendered),
+            max_length,
+        )
     ds = Dataset.from_list(rendered)
 
     import torch
@@ -767,8 +883,9 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
         lora_args = {**DEFAULT_LORA, **lora}
         peft_config = LoraConfig(task_type="CAUSAL_LM", **lora_args)
 
-    common = _common_args(device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-                          seed=seed, scratch=Path("."))  # output_dir replaced below
+    common = _common_args(
+        device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, scratch=Path(".")
+    )  # output_dir replaced below
     gamma = None
     with tempfile.TemporaryDirectory(prefix=f"{method}-scratch-") as scratch, _quiet_library_warnings():
         common["output_dir"] = scratch
@@ -776,19 +893,43 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
         if method == "dpo":
             from trl import DPOConfig, DPOTrainer
 
-            cfg = DPOConfig(**common, beta=float(beta), max_length=max_length, loss_type=["sigmoid"],
-                            precompute_ref_log_probs=bool(precompute_ref_log_probs))
-            trainer = DPOTrainer(model=model, ref_model=None, args=cfg, train_dataset=ds,
-                                 processing_class=tok, peft_config=peft_config, callbacks=[timer])
+            cfg = DPOConfig(
+                **common,
+                beta=float(beta),
+                max_length=max_length,
+                loss_type=["sigmoid"],
+                precompute_ref_log_probs=bool(precompute_ref_log_probs),
+            )
+            trainer = DPOTrainer(
+                model=model,
+                ref_model=None,
+                args=cfg,
+                train_dataset=ds,
+                processing_class=tok,
+                peft_config=peft_config,
+                callbacks=[timer],
+            )
         else:
             from trl.experimental.cpo import CPOConfig, CPOTrainer
 
             gamma = float(gamma_beta_ratio) * float(beta)
-            cfg = CPOConfig(**common, beta=float(beta), max_length=max_length,
-                            loss_type="simpo", cpo_alpha=0.0, simpo_gamma=gamma,
-                            remove_unused_columns=False)
-            trainer = CPOTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
-                                 peft_config=peft_config, callbacks=[timer])
+            cfg = CPOConfig(
+                **common,
+                beta=float(beta),
+                max_length=max_length,
+                loss_type="simpo",
+                cpo_alpha=0.0,
+                simpo_gamma=gamma,
+                remove_unused_columns=False,
+            )
+            trainer = CPOTrainer(
+                model=model,
+                args=cfg,
+                train_dataset=ds,
+                processing_class=tok,
+                peft_config=peft_config,
+                callbacks=[timer],
+            )
         t0, t1 = _fit(trainer)
 
     history = step_history(trainer.state.log_history)
@@ -801,29 +942,45 @@ def train_preference(base: PathLike, data: DataSpec, out: PathLike, *, method: s
         **info,
         "seed": seed,
         "hyperparameters": {
-            "beta": beta, "lr": lr, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
-            "effective_batch_size": batch_size * grad_accum, "max_length": max_length,
-            **({"gamma_beta_ratio": gamma_beta_ratio, "simpo_gamma": gamma, "cpo_alpha": 0.0}
-               if method == "simpo" else {"loss_type": "sigmoid",
-                                          "precompute_ref_log_probs": precompute_ref_log_probs}),
+            "beta": beta,
+            "lr": lr,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "grad_accum": grad_accum,
+            "effective_batch_size": batch_size * grad_accum,
+            "max_length": max_length,
+            **(
+                {"gamma_beta_ratio": gamma_beta_ratio, "simpo_gamma": gamma, "cpo_alpha": 0.0}
+                if method == "simpo"
+                else {"loss_type": "sigmoid", "precompute_ref_log_probs": precompute_ref_log_probs}
+            ),
             "lora": lora_args,
         },
         "device": device,
         "threads": threads,
         "bf16": bool(common["bf16"]),
         "length_stats": stats,
-        **_final_metrics(history, ("loss", "rewards/accuracies", "rewards/margins",
-                                   "rewards/chosen", "rewards/rejected")),
+        **_final_metrics(
+            history, ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
+        ),
         "timing": _timing_summary(timer, t_start, t0, t1),
         "library_versions": _library_versions(),
     }
-    return _finish(trainer, model, tok, out, manifest, merge_lora=lora is not None,
-                   save_dtype=getattr(torch, base_dtype, torch.float32))
+    return _finish(
+        trainer,
+        model,
+        tok,
+        out,
+        manifest,
+        merge_lora=lora is not None,
+        save_dtype=getattr(torch, base_dtype, torch.float32),
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
+
 
 def _json_arg(text: str | None) -> Any:
     """A JSON literal, or a path to a JSON/YAML file holding one."""
@@ -890,17 +1047,33 @@ def main(argv: list[str] | None = None) -> None:
 
     a = ap.parse_args(argv)
     setup_logging(a.log)
-    shared = dict(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, grad_accum=a.grad_accum,
-                  max_length=a.max_length, seed=a.seed, threads=a.threads, device=a.device)
+    shared = dict(
+        epochs=a.epochs,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        grad_accum=a.grad_accum,
+        max_length=a.max_length,
+        seed=a.seed,
+        threads=a.threads,
+        device=a.device,
+    )
     if a.cmd == "sft":
         train_sft(_model_init_arg(a), a.tokenizer, a.data, a.out, **shared)
     elif a.cmd == "reward":
-        train_reward(_model_init_arg(a), a.tokenizer, a.data, a.out,
-                     heldout_fraction=a.heldout_fraction, **shared)
+        train_reward(_model_init_arg(a), a.tokenizer, a.data, a.out, heldout_fraction=a.heldout_fraction, **shared)
     else:
-        train_preference(a.base, _data_arg(a.data), a.out, method=a.method, fraction=a.fraction,
-                         beta=a.beta, gamma_beta_ratio=a.gamma_beta_ratio, lora=_json_arg(a.lora),
-                         subset_seed=a.subset_seed, **shared)
+        train_preference(
+            a.base,
+            _data_arg(a.data),
+            a.out,
+            method=a.method,
+            fraction=a.fraction,
+            beta=a.beta,
+            gamma_beta_ratio=a.gamma_beta_ratio,
+            lora=_json_arg(a.lora),
+            subset_seed=a.subset_seed,
+            **shared,
+        )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .common import atomic_path, setup_logging, write_json
 
@@ -71,8 +71,12 @@ def summarize_curves(history_csv: str | Path, *, tail: float = 0.1, diverge_rati
         if col is None:
             continue
         s = df[col].dropna()
-        out[col] = {"start": float(s.iloc[:k].mean()), "end": float(s.iloc[-k:].mean()),
-                    "min": float(s.min()), "max": float(s.max())}
+        out[col] = {
+            "start": float(s.iloc[:k].mean()),
+            "end": float(s.iloc[-k:].mean()),
+            "min": float(s.min()),
+            "max": float(s.max()),
+        }
     loss = df["loss"].tolist()
     finite = all(math.isfinite(v) for v in loss)
     diverging = not finite
@@ -89,8 +93,13 @@ def _run_name(path: Path) -> str:
     return path.parent.name or path.stem
 
 
-def plot_curves(history_csv: str | Path | Sequence[str | Path], out_png: str | Path, *,
-                title: str | None = None, smooth: int | None = None) -> Path:
+def plot_curves(
+    history_csv: str | Path | Sequence[str | Path],
+    out_png: str | Path,
+    *,
+    title: str | None = None,
+    smooth: int | None = None,
+) -> Path:
     """Plot loss, reward margin, reward accuracy and LR against step (raw + moving average).
 
     ``history_csv`` is one history or a list of them; several runs share the panels, one colour
@@ -114,13 +123,12 @@ def plot_curves(history_csv: str | Path | Sequence[str | Path], out_png: str | P
         if col is not None:
             panels.append((col, label))
     single = len(runs) == 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0 if single else 3.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0 if single else 3.6), squeeze=False)
     for i, (path, df, summary) in enumerate(runs):
         window = smooth or max(1, len(df) // 20)
         name = _run_name(path) + (" (DIVERGING)" if summary["diverging"] else "")
         color = f"C{i % 10}"
-        for ax, (col, label) in zip(axes[0], panels):
+        for ax, (col, _label) in zip(axes[0], panels):
             if col not in df.columns:
                 continue
             s = df[["step", col]].dropna()
@@ -129,9 +137,14 @@ def plot_curves(history_csv: str | Path | Sequence[str | Path], out_png: str | P
                 continue
             if single:
                 ax.plot(s["step"], s[col], color="0.75", lw=0.8, label="per step")
-            ax.plot(s["step"], _smooth(s[col].tolist(), window), color=color, lw=1.4,
-                    label=f"mean of {window}" if single else name)
-    for ax, (col, label) in zip(axes[0], panels):
+            ax.plot(
+                s["step"],
+                _smooth(s[col].tolist(), window),
+                color=color,
+                lw=1.4,
+                label=f"mean of {window}" if single else name,
+            )
+    for ax, (col, _label) in zip(axes[0], panels):
         ax.set_title(label if col == label else f"{label}\n[{col}]", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -167,9 +180,13 @@ def curves_table(histories: dict[str, str | Path]):
     for name, path in histories.items():
         s = summarize_curves(path)
         row = {"run": name, "steps": s["steps"], "loss_start": s["loss"]["start"], "loss_end": s["loss"]["end"]}
-        for key, short in (("rewards/margins", "margin_end"), ("margin", "margin_end"),
-                           ("rewards/accuracies", "accuracy_end"), ("accuracy", "accuracy_end"),
-                           ("mean_token_accuracy", "token_accuracy_end")):
+        for key, short in (
+            ("rewards/margins", "margin_end"),
+            ("margin", "margin_end"),
+            ("rewards/accuracies", "accuracy_end"),
+            ("accuracy", "accuracy_end"),
+            ("mean_token_accuracy", "token_accuracy_end"),
+        ):
             if key in s and short not in row:
                 row[short] = s[key]["end"]
         row["diverging"] = s["diverging"]

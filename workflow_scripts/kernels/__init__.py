@@ -25,8 +25,8 @@ import random
 import shutil
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,9 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".expo_bf16-", suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([*cc.split(), *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [*cc.split(), *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-500:]}")
         os.replace(tmp, out)  # atomic: another job never loads a half-written library
@@ -121,14 +122,12 @@ def _self_test(fn: Callable, n: int = 301) -> None:
     edge_s = [0x8000, 0x0000, 0x0002, 0x0001, 0x3F81, 0xBF7F, 0x7F7E, 0x0000]
     a = edge_a + [finite_bf16() for _ in range(n - len(edge_a))]
     # s close to a most of the time (like real weights) so the rounding of small Δ is exercised
-    s = edge_s + [(x + rng.randint(-3, 3)) & 0xFFFF if rng.random() < 0.7 else finite_bf16()
-                  for x in a[len(edge_a):]]
+    s = edge_s + [(x + rng.randint(-3, 3)) & 0xFFFF if rng.random() < 0.7 else finite_bf16() for x in a[len(edge_a) :]]
     s = [h & 0xBFFF if (h & 0x7F80) == 0x7F80 else h for h in s]
     arr_a, arr_s = (ctypes.c_uint16 * n)(*a), (ctypes.c_uint16 * n)(*s)
     for alpha in (0.5, 2.5, -0.3, 12.0):
         out, st = (ctypes.c_uint16 * n)(), (ctypes.c_double * 2)()
-        fn(ctypes.addressof(arr_a), ctypes.addressof(arr_s), ctypes.addressof(out), n, alpha,
-           ctypes.addressof(st))
+        fn(ctypes.addressof(arr_a), ctypes.addressof(arr_s), ctypes.addressof(out), n, alpha, ctypes.addressof(st))
         bad = [i for i in range(n) if (ref := _reference(a[i], s[i], alpha)) is not None and out[i] != ref]
         if bad:
             raise RuntimeError(f"self-test mismatch at α={alpha} in {len(bad)} elements")
@@ -149,8 +148,14 @@ def bf16_kernel() -> Callable | None:
                 lib = ctypes.CDLL(str(_build(cc)))
                 fn = lib.expo_bf16
                 fn.restype = None
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                               ctypes.c_float, ctypes.c_void_p]
+                fn.argtypes = [
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_int64,
+                    ctypes.c_float,
+                    ctypes.c_void_p,
+                ]
                 _self_test(fn)
                 log.info("compute: fused bf16 C kernel (%s)", cc)
             except Exception as exc:  # noqa: BLE001 - any failure means: keep the numpy path

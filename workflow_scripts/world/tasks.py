@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 CATEGORIES: dict[str, list[str]] = {
     "colors": ["red", "blue", "green", "pink", "black", "white"],
@@ -30,10 +30,29 @@ CATEGORIES: dict[str, list[str]] = {
     "shapes": ["circle", "square", "star", "cube", "cone", "oval"],
 }
 OPPOSITES: dict[str, str] = {
-    "hot": "cold", "cold": "hot", "big": "small", "small": "big", "up": "down", "down": "up",
-    "fast": "slow", "slow": "fast", "old": "new", "new": "old", "day": "night", "night": "day",
-    "wet": "dry", "dry": "wet", "happy": "sad", "sad": "happy", "open": "closed", "closed": "open",
-    "light": "dark", "dark": "light", "early": "late", "late": "early", "full": "empty",
+    "hot": "cold",
+    "cold": "hot",
+    "big": "small",
+    "small": "big",
+    "up": "down",
+    "down": "up",
+    "fast": "slow",
+    "slow": "fast",
+    "old": "new",
+    "new": "old",
+    "day": "night",
+    "night": "day",
+    "wet": "dry",
+    "dry": "wet",
+    "happy": "sad",
+    "sad": "happy",
+    "open": "closed",
+    "closed": "open",
+    "light": "dark",
+    "dark": "light",
+    "early": "late",
+    "late": "early",
+    "full": "empty",
     "empty": "full",
 }
 ALL_ITEMS = sorted({w for items in CATEGORIES.values() for w in items})
@@ -55,8 +74,8 @@ FLAWED = STYLES[1:]
 DEFAULT_MIX = {"good": 0.35, "restate": 0.25, "restate_only": 0.15, "ramble": 0.15, "wrong": 0.10}
 
 # Gold-reward penalties. Documented here because the report's columns are read against them.
-RESTATE_PENALTY = 0.3   # opening by restating the instruction wastes the reader's time
-RAMBLE_PENALTY = 0.4    # text after a complete answer (repetition) is worse than stopping
+RESTATE_PENALTY = 0.3  # opening by restating the instruction wastes the reader's time
+RAMBLE_PENALTY = 0.4  # text after a complete answer (repetition) is worse than stopping
 
 
 @dataclass(frozen=True)
@@ -153,7 +172,7 @@ def strip_restatement(instruction: str, output: str) -> tuple[bool, str]:
     """(restated?, rest of the answer). Restating = the answer opens with the instruction's words."""
     ins, out = _norm(instruction), _norm(output)
     if ins and out.startswith(ins):
-        return True, out[len(ins):].strip()
+        return True, out[len(ins) :].strip()
     return False, out
 
 
@@ -203,7 +222,9 @@ def _grade_opposite(meta: dict, words: list[str]) -> tuple[float, bool]:
 
 
 GRADERS: dict[str, Callable[[dict, list[str]], tuple[float, bool]]] = {
-    "list": _grade_list, "repeat": _grade_repeat, "reverse": _grade_reverse,
+    "list": _grade_list,
+    "repeat": _grade_repeat,
+    "reverse": _grade_reverse,
     "opposite": _grade_opposite,
 }
 
@@ -218,15 +239,21 @@ def grade(task: dict, instruction: str, output: str) -> dict:
     words = _words(rest)
     correctness, rambling = GRADERS[task["kind"]](task, words) if words else (0.0, False)
     gold = correctness - RESTATE_PENALTY * restated - RAMBLE_PENALTY * rambling
-    return {"gold": round(gold, 6), "correctness": correctness, "restated": restated,
-            "restated_only": restated and not words, "rambling": rambling}
+    return {
+        "gold": round(gold, 6),
+        "correctness": correctness,
+        "restated": restated,
+        "restated_only": restated and not words,
+        "rambling": rambling,
+    }
 
 
 def grade_record(record: dict) -> dict:
     """:func:`grade` of a generation record that carries the world's ``task`` metadata."""
     if "task" not in record:
-        raise ValueError(f"record {record.get('id')!r} has no 'task' field: gold reward only exists "
-                         "for demo-world prompt sets")
+        raise ValueError(
+            f"record {record.get('id')!r} has no 'task' field: gold reward only exists for demo-world prompt sets"
+        )
     return grade(record["task"], record["instruction"], record["output"])
 
 
@@ -249,13 +276,21 @@ def split_of(instruction: str, dev_frac: float, eval_frac: float) -> str:
     return "train"
 
 
-def build_world(seed: int, n_sft: int, n_pref: int, n_eval: int, n_dev: int,
-                mix: dict[str, float] | None = None, dev_frac: float = 0.2,
-                eval_frac: float = 0.3) -> dict[str, list[dict]]:
+def build_world(
+    seed: int,
+    n_sft: int,
+    n_pref: int,
+    n_eval: int,
+    n_dev: int,
+    mix: dict[str, float] | None = None,
+    dev_frac: float = 0.2,
+    eval_frac: float = 0.3,
+) -> dict[str, list[dict]]:
     """Generate every data file of the world, deterministically from ``seed``.
 
     Eval and dev instructions of the :data:`HELD_OUT_KINDS` families are disjoint from training
-    instructions (split by a hash of the text); instructions may repeat within a split: the pool of distinct instructions is small, and a
+    instructions (split by a hash of the text); instructions may repeat within a split: the pool of
+    distinct instructions is small, and a
     repeated prompt is simply answered again (generation samples).
 
     Returns ``{"sft": [...], "prefs": [...], "eval": [...], "dev": [...]}``; SFT rows are
@@ -292,16 +327,22 @@ def build_world(seed: int, n_sft: int, n_pref: int, n_eval: int, n_dev: int,
     sft = []
     for t in tasks_of("train", n_sft, unique=False):
         style = rng.choices(styles, weights)[0]
-        sft.append({"prompt": t.instruction, "completion": answer_in_style(t, style, rng),
-                    "style": style})
+        sft.append({"prompt": t.instruction, "completion": answer_in_style(t, style, rng), "style": style})
     prefs = []
     for t in tasks_of("train", n_pref, unique=False):
         bad = rng.choice(FLAWED)
-        prefs.append({"prompt": t.instruction, "chosen": answer_in_style(t, "good", rng),
-                      "rejected": answer_in_style(t, bad, rng), "rejected_style": bad})
+        prefs.append(
+            {
+                "prompt": t.instruction,
+                "chosen": answer_in_style(t, "good", rng),
+                "rejected": answer_in_style(t, bad, rng),
+                "rejected_style": bad,
+            }
+        )
     sets = {}
     for split, n in (("eval", n_eval), ("dev", n_dev)):
-        sets[split] = [{"id": f"{split}-{i:04d}", "instruction": t.instruction,
-                        "dataset": f"world_{split}", "task": t.as_record()}
-                       for i, t in enumerate(tasks_of(split, n, unique=False))]
+        sets[split] = [
+            {"id": f"{split}-{i:04d}", "instruction": t.instruction, "dataset": f"world_{split}", "task": t.as_record()}
+            for i, t in enumerate(tasks_of(split, n, unique=False))
+        ]
     return {"sft": sft, "prefs": prefs, **sets}
