@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from workflow_scripts.common import ALPHA_REGEX, format_alpha  # noqa: E402  (stdlib only)
+from workflow_scripts.scheme_components import with_component_defaults  # noqa: E402
 from workflow_scripts.schemes import Scheme  # noqa: E402  (no torch: cheap at parse time)
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
@@ -395,7 +396,7 @@ def check_config():
         depth = model_num_layers(p["sft"])
         for s in pair_schemes(pair):
             try:
-                scheme = Scheme.from_config(scheme_spec(s))
+                scheme = Scheme.from_config(with_component_defaults(scheme_spec(s), p.get("components")))
                 if depth is not None:
                     scheme.validate_for(depth)
             except ValueError as exc:
@@ -457,11 +458,11 @@ def model_spec_of(wildcards):
 
 
 def alpha_of(wildcards):
-    return float(wildcards.alpha)
+    return with_component_defaults(float(wildcards.alpha), config["pairs"][wildcards.pair].get("components"))
 
 
 def scheme_of(wildcards):
-    return scheme_spec(wildcards.scheme)
+    return with_component_defaults(scheme_spec(wildcards.scheme), config["pairs"][wildcards.pair].get("components"))
 
 
 def prompt_spec_of(wildcards):

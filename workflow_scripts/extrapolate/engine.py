@@ -9,8 +9,9 @@ from pathlib import Path
 from workflow_scripts.common import atomic_dir, write_json
 from workflow_scripts.extrapolate.manifest import build_manifest, copy_aux_files, describe_inputs
 from workflow_scripts.extrapolate.pipeline import CHUNK_ELEMS, default_workers, run_pipeline
-from workflow_scripts.extrapolate.plan import plan
+from workflow_scripts.extrapolate.plan import Plan, plan
 from workflow_scripts.extrapolate.reader import SAFE_INDEX, load_checkpoint
+from workflow_scripts.scheme_components import ComponentScheme
 from workflow_scripts.schemes import Scheme
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def extrapolate(
     sft: Path,
     aligned: Path,
     out: Path,
-    scheme: Scheme | float,
+    scheme: Scheme | ComponentScheme | float | dict,
     *,
     allow_pickle: bool = False,
     max_shard_bytes: int = 5 * 2**30,
@@ -50,19 +51,7 @@ def extrapolate(
     sck = load_checkpoint(sft, allow_pickle=allow_pickle, role="sft")
     ack = load_checkpoint(aligned, allow_pickle=allow_pickle, role="aligned")
     p = plan(sck, ack, scheme, max_shard_bytes)
-    log.info(
-        "extrapolating %d tensors (%.2f GB) in %d shard(s); scheme %s; %d layers%s",
-        len(p.tensors),
-        sum(p.shard_sizes) / 1e9,
-        len(p.shard_names),
-        scheme.describe()["kind"],
-        p.num_layers,
-        "; tied embeddings" if p.tied else "",
-    )
-    if p.skipped:
-        log.info("tied embeddings: not writing %s", p.skipped)
-    if p.added_vocab_rows:
-        log.warning("aligned model has %d extra vocabulary rows; they are kept as aligned (Δ = 0)", p.added_vocab_rows)
+    _log_plan(p, scheme)
     inputs = {
         "sft": describe_inputs(sft, hash_weights=hash_inputs),
         "aligned": describe_inputs(aligned, hash_weights=hash_inputs),
@@ -82,5 +71,35 @@ def extrapolate(
         copied = copy_aux_files(aligned, tmp)
         manifest = build_manifest(p, scheme, stats, inputs, copied, time.perf_counter() - t0)
         write_json(tmp / "manifest.json", manifest)
+    if manifest.get("zero_delta_components"):
+        log.info("components with Δ ≡ 0 (frozen or unused in training): %s", manifest["zero_delta_components"])
     log.info("wrote %s in %.1f s", out, manifest["elapsed_s"])
     return manifest
+
+
+def _log_plan(p: Plan, scheme: Scheme | ComponentScheme) -> None:
+    """What is about to be written, and the warnings a user should see before it is."""
+    depth = f"{p.num_layers} layers" if p.components is None else f"components {p.components} (name: layers)"
+    log.info(
+        "extrapolating %d tensors (%.2f GB) in %d shard(s); scheme %s; %s%s",
+        len(p.tensors),
+        sum(p.shard_sizes) / 1e9,
+        len(p.shard_names),
+        scheme.describe()["kind"],
+        depth,
+        "; tied embeddings" if p.tied else "",
+    )
+    if p.skipped:
+        log.info("tied embeddings: not writing %s", p.skipped)
+    if p.added_vocab_rows:
+        log.warning("aligned model has %d extra vocabulary rows; they are kept as aligned (Δ = 0)", p.added_vocab_rows)
+    if p.dtype_mismatches:
+        n, sd, ad = p.dtype_mismatches[0]
+        log.warning(
+            "%d tensor(s) have different dtypes in sft and aligned (e.g. %s: sft %s, aligned %s); Δ then holds "
+            "the rounding difference, which α amplifies; the output keeps the aligned dtype",
+            len(p.dtype_mismatches),
+            n,
+            sd,
+            ad,
+        )

@@ -18,7 +18,8 @@ from typing import Any
 from workflow_scripts.common import format_alpha
 from workflow_scripts.extrapolate.dtypes import TORCH_NAME
 from workflow_scripts.extrapolate.numerics import Stats
-from workflow_scripts.extrapolate.plan import Plan
+from workflow_scripts.extrapolate.plan import OutTensor, Plan
+from workflow_scripts.scheme_components import LANGUAGE_MODEL, ComponentScheme
 from workflow_scripts.schemes import Scheme
 
 log = logging.getLogger(__name__)
@@ -78,37 +79,73 @@ def _norm_entry(dd: float, aa: float) -> dict:
     return {"delta_norm": dn, "aligned_norm": an, "rel_delta": dn / an if an > 0 else None}
 
 
+class _Acc:
+    """Sums of squares of Δ and θ_aligned over a set of tensors, and the α they got."""
+
+    def __init__(self) -> None:
+        self.dd, self.aa, self.n, self.alphas = 0.0, 0.0, 0, set()
+
+    def add(self, st: Stats, alpha: float) -> None:
+        self.dd += st.dd
+        self.aa += st.aa
+        self.n += 1
+        self.alphas.add(alpha)
+
+    def entry(self, flag_zero: bool = False) -> dict:
+        out = {**_norm_entry(self.dd, self.aa), "n_tensors": self.n, "alphas": sorted(self.alphas)}
+        if flag_zero:
+            out["zero_delta"] = self.n > 0 and self.dd == 0.0
+        return out
+
+
+def _norms(tensors: list[OutTensor], stats: dict[str, Stats], depth: int, flag_zero: bool) -> tuple[list, dict, _Acc]:
+    """(per-layer entries, embed/norm/lm_head entries, totals) of one stack of layers."""
+    layer_acc = {i: _Acc() for i in range(depth)}
+    special_acc: dict[str, _Acc] = {}
+    total = _Acc()
+    for t in tensors:
+        if t.s is None:
+            continue
+        st = stats[t.name]
+        total.add(st, t.alpha)
+        if t.kind == "layer":
+            layer_acc[t.layer].add(st, t.alpha)
+        elif t.kind in ("embed", "norm", "lm_head"):
+            special_acc.setdefault(t.kind, _Acc()).add(st, t.alpha)
+    layers = [{"layer": i, **acc.entry(flag_zero)} for i, acc in layer_acc.items()]
+    return layers, {k: acc.entry(flag_zero) for k, acc in special_acc.items()}, total
+
+
+def _component_norms(p: Plan, stats: dict[str, Stats]) -> dict:
+    """‖Δ‖ keyed by (component, layer); components and layers with Δ ≡ 0 (frozen, or unused such
+    as the last vision layer under ``vision_feature_layer = -2``) carry ``zero_delta: true``."""
+    out = {}
+    for c, depth in p.components.items():
+        layers, special, total = _norms([t for t in p.tensors if t.component == c], stats, depth, True)
+        out[c] = {"num_layers": depth, **total.entry(True), "layers": layers, "special": special}
+    return out
+
+
 def build_manifest(
-    p: Plan, scheme: Scheme, stats: dict[str, Stats], inputs: dict, copied: list[str], elapsed: float
+    p: Plan, scheme: Scheme | ComponentScheme, stats: dict[str, Stats], inputs: dict, copied: list[str], elapsed: float
 ) -> dict:
-    """The manifest.json content (JSON-able)."""
+    """The manifest.json content (JSON-able). With components, the top-level ``layers``/``special``
+    are the language model's, so reports that know one decoder keep working."""
     groups: dict[str, int] = {}
-    layer_acc: dict[int, list] = {i: [0.0, 0.0, 0, set()] for i in range(p.num_layers)}
-    special_acc: dict[str, list] = {}
     dtypes: dict[str, int] = {}
     for t in p.tensors:
         groups[t.group] = groups.get(t.group, 0) + 1
         dtypes[t.a.dtype] = dtypes.get(t.a.dtype, 0) + t.a.nbytes
-        st = stats[t.name]
-        if t.s is None:
-            continue
-        if t.kind == "layer":
-            acc = layer_acc[t.layer]
-        elif t.kind in ("embed", "norm", "lm_head"):
-            acc = special_acc.setdefault(t.kind, [0.0, 0.0, 0, set()])
-        else:
-            continue
-        acc[0] += st.dd
-        acc[1] += st.aa
-        acc[2] += 1
-        acc[3].add(t.alpha)
-    layers = [
-        {"layer": i, **_norm_entry(v[0], v[1]), "n_tensors": v[2], "alphas": sorted(v[3])} for i, v in layer_acc.items()
-    ]
-    special = {
-        k: {**_norm_entry(v[0], v[1]), "n_tensors": v[2], "alphas": sorted(v[3])} for k, v in special_acc.items()
-    }
+    extra: dict[str, Any] = {}
+    if p.components is None:
+        layers, special, _ = _norms(p.tensors, stats, p.num_layers, False)
+    else:
+        comps = _component_norms(p, stats)
+        lm = comps.get(LANGUAGE_MODEL, {"layers": [], "special": {}})
+        layers, special = lm["layers"], lm["special"]
+        extra = {"components": comps, "zero_delta_components": [c for c, e in comps.items() if e["zero_delta"]]}
     main_dtype = max(dtypes, key=dtypes.get) if dtypes else None
+    mismatch = [{"tensor": n, "sft": TORCH_NAME[s], "aligned": TORCH_NAME[a]} for n, s, a in p.dtype_mismatches]
     return {
         "scheme": scheme.describe(),
         "alpha": scheme.uniform,
@@ -118,12 +155,14 @@ def build_manifest(
         "groups": groups,
         "layers": layers,
         "special": special,
+        **extra,
         "num_layers": p.num_layers,
         "tied_embeddings": p.tied,
         "skipped_tensors": p.skipped,
         "added_vocab_rows": p.added_vocab_rows,
         "dtype": TORCH_NAME.get(main_dtype, main_dtype),
         "dtypes": {TORCH_NAME[k]: v for k, v in dtypes.items()},
+        "dtype_mismatch": {"n_tensors": len(mismatch), "first": mismatch[:10]} if mismatch else None,
         "n_tensors": len(p.tensors),
         "output": {"files": p.shard_names, "total_size": sum(p.shard_sizes), "copied": copied},
         "elapsed_s": round(elapsed, 3),

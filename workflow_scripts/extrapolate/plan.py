@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from workflow_scripts.extrapolate.assign import Placement, place_tensors
 from workflow_scripts.extrapolate.dtypes import FLOAT_CODES
-from workflow_scripts.extrapolate.reader import SAFE_SINGLE, Checkpoint, TensorInfo, cfg_get, num_layers_of
+from workflow_scripts.extrapolate.reader import SAFE_SINGLE, Checkpoint, TensorInfo, cfg_get
+from workflow_scripts.scheme_components import LANGUAGE_MODEL
 from workflow_scripts.schemes import VOCAB_KINDS, Scheme, tensor_kind
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class OutTensor:
     group: str
     kind: str
     layer: int | None
+    component: str | None = None  # None in a text-only plan under a plain scheme
     shard: int = 0
     out_offset: int = 0  # absolute offset in the output shard file
     shared_elems: int = 0  # elements present in both (fewer than a.numel when vocab grew)
@@ -48,6 +51,8 @@ class Plan:
     tied: bool
     added_vocab_rows: int
     skipped: list[str]
+    components: dict[str, int] | None = None  # component -> depth; None for a plain text-only plan
+    dtype_mismatches: list[tuple[str, str, str]] = field(default_factory=list)  # (name, sft, aligned)
 
 
 _STRUCT_KEYS = (
@@ -90,19 +95,22 @@ def plan(sft: Checkpoint, aligned: Checkpoint, scheme: Scheme, max_shard_bytes: 
     output folder exists.
     """
     check_configs(sft, aligned)
-    L = num_layers_of(aligned.config, aligned.path)
-    scheme.validate_for(L)
     tied = is_tied(aligned)
     out_names, sft_name, skipped = pair_names(sft, aligned, tied)
+    placed, depths = place_tensors(aligned, out_names, scheme)
     tensors: list[OutTensor] = []
-    added_rows = 0
+    added_rows, mismatched = 0, []
     for n in out_names:
         a, s = aligned.tensors[n], sft.tensors[sft_name.get(n, n)]
-        tensors.append(out_tensor(n, a, s, scheme, L))
+        tensors.append(out_tensor(n, a, s, placed[n]))
         if a.shape != s.shape:
             added_rows = max(added_rows, a.shape[0] - s.shape[0])
+        if a.dtype != s.dtype and a.dtype in FLOAT_CODES:
+            mismatched.append((n, s.dtype, a.dtype))
+    check_groups_used(tensors, placed)
     names, headers, sizes = layout_shards(tensors, max_shard_bytes)
-    return Plan(tensors, sizes, names, headers, L, tied, added_rows, skipped)
+    L = depths.get(LANGUAGE_MODEL, 0) if depths is not None else placed[out_names[0]].depth if out_names else 0
+    return Plan(tensors, sizes, names, headers, L, tied, added_rows, skipped, depths, mismatched)
 
 
 def pair_names(sft: Checkpoint, aligned: Checkpoint, tied: bool) -> tuple[list[str], dict[str, str], list[str]]:
@@ -152,11 +160,12 @@ def _more(names: list[str]) -> str:
     return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
 
 
-def out_tensor(n: str, a: TensorInfo, s: TensorInfo, scheme: Scheme, num_layers: int) -> OutTensor:
+def out_tensor(n: str, a: TensorInfo, s: TensorInfo, where: Placement) -> OutTensor:
     """One output tensor with its α; shapes may differ only by added vocabulary rows."""
     kind, layer = tensor_kind(n)
-    if layer is not None and layer >= num_layers:
-        raise ValueError(f"tensor {n!r} has layer index {layer} but config.json says {num_layers} layers")
+    if layer is not None and layer >= where.depth:
+        of = f" for component {where.component}" if where.component else ""
+        raise ValueError(f"tensor {n!r} has layer index {layer} but config.json says {where.depth} layers{of}")
     a_float, s_float = a.dtype in FLOAT_CODES, s.dtype in FLOAT_CODES
     if a_float != s_float:
         raise ValueError(f"tensor {n!r} is {a.dtype} in aligned but {s.dtype} in sft")
@@ -171,8 +180,27 @@ def out_tensor(n: str, a: TensorInfo, s: TensorInfo, scheme: Scheme, num_layers:
         if not grows:
             raise ValueError(f"tensor {n!r} has shape {list(s.shape)} in sft but {list(a.shape)} in aligned")
         shared = s.numel
-    alpha, group = scheme.alpha_for(n, num_layers) if a_float else (0.0, "copied")
-    return OutTensor(n, a, s if a_float else None, alpha, group, kind, layer, shared_elems=shared)
+    alpha, group = where.scheme.alpha_for(n, where.depth) if a_float else (0.0, "copied")
+    if where.component is not None:
+        group = f"{where.component}/{group}"
+    return OutTensor(n, a, s if a_float else None, alpha, group, kind, layer, where.component, shared_elems=shared)
+
+
+def check_groups_used(tensors: list[OutTensor], placed: dict[str, Placement]) -> None:
+    """Every group the user wrote (and its module filter) must select at least one tensor: a typo
+    such as ``modules: [mpl]`` would otherwise silently give that group's tensors the default α."""
+    used = {(id(placed[t.name].scheme), t.group.split("/", 1)[1] if t.component else t.group) for t in tensors}
+    schemes = {id(p.scheme): (p.scheme, p.component) for p in placed.values()}
+    for sch, component in schemes.values():
+        if sch.uniform is not None or sch.preset is not None:
+            continue
+        for g in sch.groups:
+            if (id(sch), g.name) not in used:
+                where = f" of component {component}" if component else ""
+                raise ValueError(
+                    f"scheme group {g.name!r}{where} (layers {g.describe()['layers']}, by {g.by}, "
+                    f"modules {list(g.modules)}) matches no tensor; check its layer range and module names"
+                )
 
 
 def layout_shards(tensors: list[OutTensor], max_shard_bytes: int) -> tuple[list[str], list[bytes], list[int]]:
