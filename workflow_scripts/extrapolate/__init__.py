@@ -33,6 +33,7 @@ is the formula in plain numpy, the oracle of the tests.
 from workflow_scripts.extrapolate.cli import load_scheme_arg, main
 from workflow_scripts.extrapolate.dtypes import FLOAT_CODES, torch_dtype
 from workflow_scripts.extrapolate.engine import extrapolate
+from workflow_scripts.extrapolate.header import read_safetensors_header, validate_safetensors
 from workflow_scripts.extrapolate.manifest import describe_inputs
 from workflow_scripts.extrapolate.pipeline import CHUNK_ELEMS, default_workers
 from workflow_scripts.extrapolate.plan import OutTensor, Plan, plan
@@ -41,7 +42,6 @@ from workflow_scripts.extrapolate.reader import (
     TensorInfo,
     load_checkpoint,
     num_layers_of,
-    read_safetensors_header,
 )
 from workflow_scripts.schemes import Scheme
 
@@ -63,4 +63,5 @@ __all__ = [
     "plan",
     "read_safetensors_header",
     "torch_dtype",
+    "validate_safetensors",
 ]

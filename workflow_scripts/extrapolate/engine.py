@@ -8,6 +8,13 @@ from pathlib import Path
 
 from workflow_scripts.common import atomic_dir, write_json
 from workflow_scripts.extrapolate.manifest import build_manifest, copy_aux_files, describe_inputs
+from workflow_scripts.extrapolate.outputs import (
+    check_out_target,
+    finish_temp,
+    mark_temp,
+    remove_stale_temps,
+    signals_as_exceptions,
+)
 from workflow_scripts.extrapolate.pipeline import CHUNK_ELEMS, default_workers, run_pipeline
 from workflow_scripts.extrapolate.plan import Plan, plan
 from workflow_scripts.extrapolate.reader import SAFE_INDEX, load_checkpoint
@@ -47,6 +54,7 @@ def extrapolate(
     for role, p in (("sft", sft), ("aligned", aligned)):
         if p.exists() and out.resolve() in (p.resolve(), *p.resolve().parents):
             raise ValueError(f"output folder {out} would overwrite the {role} checkpoint {p}")
+    check_out_target(out)
     workers = default_workers() if not threads else max(1, int(threads))
     sck = load_checkpoint(sft, allow_pickle=allow_pickle, role="sft")
     ack = load_checkpoint(aligned, allow_pickle=allow_pickle, role="aligned")
@@ -57,7 +65,21 @@ def extrapolate(
         "aligned": describe_inputs(aligned, hash_weights=hash_inputs),
     }
 
+    with signals_as_exceptions():
+        remove_stale_temps(out)
+        manifest = _write(p, scheme, sck, ack, out, inputs, (chunk_elems, workers), t0)
+    if manifest.get("zero_delta_components"):
+        log.info("components with Δ ≡ 0 (frozen or unused in training): %s", manifest["zero_delta_components"])
+    log.info("wrote %s in %.1f s", out, manifest["elapsed_s"])
+    return manifest
+
+
+def _write(p: Plan, scheme, sck, ack, out: Path, inputs: dict, sizes: tuple[int, int], t0: float) -> dict:
+    """Stream the weights into a temporary sibling of ``out``, add index, aux files and manifest,
+    then rename it to ``out`` (nothing that looks finished exists before the rename)."""
+    chunk_elems, workers = sizes
     with atomic_dir(out) as tmp:
+        mark_temp(tmp)
         sck.open()
         ack.open()
         try:
@@ -68,12 +90,10 @@ def extrapolate(
         if len(p.shard_names) > 1:
             weight_map = {t.name: p.shard_names[t.shard] for t in p.tensors}
             write_json(tmp / SAFE_INDEX, {"metadata": {"total_size": sum(p.shard_sizes)}, "weight_map": weight_map})
-        copied = copy_aux_files(aligned, tmp)
+        copied = copy_aux_files(ack.path, tmp)
         manifest = build_manifest(p, scheme, stats, inputs, copied, time.perf_counter() - t0)
         write_json(tmp / "manifest.json", manifest)
-    if manifest.get("zero_delta_components"):
-        log.info("components with Δ ≡ 0 (frozen or unused in training): %s", manifest["zero_delta_components"])
-    log.info("wrote %s in %.1f s", out, manifest["elapsed_s"])
+        finish_temp(tmp)
     return manifest
 
 

@@ -11,12 +11,12 @@ import json
 import logging
 import math
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workflow_scripts.extrapolate.dtypes import ITEMSIZE, code_of
+from workflow_scripts.extrapolate.header import read_safetensors_header, validate_header
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +94,6 @@ class Checkpoint:
             pos += got
 
 
-def read_safetensors_header(path: Path) -> tuple[dict, int]:
-    """(header dict, byte offset where the data section starts) — reads only the header bytes."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-        (n,) = struct.unpack("<Q", raw)
-        if n > min(size - 8, 100 * 2**20):
-            raise ValueError(f"{path}: not a safetensors file (header length {n} is invalid)")
-        try:
-            header = json.loads(fh.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: corrupt safetensors header ({exc})") from exc
-    return header, 8 + n
-
-
 def _load_config(path: Path) -> dict:
     cfg = path / "config.json"
     if not cfg.is_file():
@@ -159,22 +142,8 @@ def load_checkpoint(path: Path, *, allow_pickle: bool = False, role: str = "mode
     tensors: dict[str, TensorInfo] = {}
     for fi, f in enumerate(files):
         header, data_start = read_safetensors_header(f)
-        data_len = f.stat().st_size - data_start
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            try:
-                code, shape, (b0, b1) = meta["dtype"], tuple(int(x) for x in meta["shape"]), meta["data_offsets"]
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{f}: malformed header entry for tensor {name!r}") from exc
-            if code not in ITEMSIZE:
-                raise ValueError(f"{f}: tensor {name!r} has unsupported dtype {code}")
-            info = TensorInfo(name, code, shape, f, data_start + b0, (fi, b0))
-            if b1 - b0 != info.nbytes or b1 > data_len:
-                raise ValueError(
-                    f"{f}: tensor {name!r} data offsets {[b0, b1]} do not match its shape/dtype "
-                    "or the file size (truncated download?)"
-                )
+        for name, e in validate_header(f, header, f.stat().st_size - data_start).items():
+            info = TensorInfo(name, e.dtype, e.shape, f, data_start + e.begin, (fi, e.begin))
             if name in tensors:
                 raise ValueError(
                     f"{role} checkpoint {path}: tensor {name!r} appears in both {tensors[name].file.name} and {f.name}"
