@@ -29,12 +29,14 @@ FORMULA_PREFIX = "theta = theta_aligned + alpha"
 
 
 def check_out_target(out: Path) -> None:
-    """Refuse an existing ``out`` that is not a previous output of this engine (nothing is deleted)."""
+    """Refuse an existing ``out`` that is neither empty nor a previous output of this engine."""
     if not (out.exists() or out.is_symlink()):
         return
     how = "replace it only with an earlier extrapolation output, or choose another --out"
     if out.is_symlink() or not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder; {how}")
+    if not any(out.iterdir()):
+        return  # an empty folder holds nothing to lose
     try:
         manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         ours = str(manifest.get("formula", "")).startswith(FORMULA_PREFIX)
