@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import zlib
 
@@ -280,3 +281,37 @@ def test_layer_search_without_extrapolation_stops_at_once():
     ev0 = evaluation({"gold": 0.0}, "zero")
     res = layer_search({"alpha0": ev0}, Scorer(Objective(), ev0), LayerConfig(), 0.0, L)
     assert res.done and "no extrapolation" in res.stop_reason
+
+
+# ------------------------------------------------------------------ the planning step, as files
+
+
+def test_plan_files_round_trip(tmp_path):
+    from workflow_scripts.common import write_json
+    from workflow_scripts.search.plan import write_plan
+
+    def files(name: str, ev: Evaluation) -> dict:
+        rm = tmp_path / f"{name}.gold.json"
+        write_json(rm, [{"id": k, "reward": v} for k, v in ev.rewards["gold"].items()])
+        gen = tmp_path / f"{name}.gen.json"
+        write_json(gen, [{"id": k, "n_tokens": 5} for k in ev.rewards["gold"]])
+        return {"scores": {"gold": str(rm)}, "generations": str(gen)}
+
+    curve = lambda a: peaked(a, 2.0)  # noqa: E731
+    inputs = {"alpha0": files("alpha0", evaluation({"gold": curve(0)}, "a0"))}
+    spec = {"grid": [0.5, 2, 8], "budget": 6, "layers": {"partitions": ["thirds"], "budget": 6}}
+    for _ in range(20):
+        plan = write_plan(inputs, spec, tmp_path / "plan.json", tmp_path / "alpha_search.csv", num_layers=L)
+        if plan["done"]:
+            break
+        for p in plan["pending"]:
+            c = p["scheme"]
+            per_layer = Scheme.from_config(c).layer_alphas(L)
+            value = sum(curve(a) for a in per_layer) / L
+            inputs[p["variant"]] = files(p["variant"], evaluation({"gold": value}, p["variant"]))
+    assert plan["done"] and plan["stage"] == "layers" and plan["best_uniform_alpha"] == 2.0
+    assert plan["n_evals"] <= 12 and plan["pending"] == []
+    assert json.loads((tmp_path / "plan.json").read_text()) == plan
+    with open(tmp_path / "alpha_search.csv") as fh:
+        stages = {r["stage"] for r in csv.DictReader(fh)}
+    assert stages == {"uniform", "layers"}

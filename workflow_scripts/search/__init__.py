@@ -31,6 +31,7 @@ __all__ = [
     "SearchResult",
     "UniformConfig",
     "layer_search",
+    "log_rows",
     "scheme_spec",
     "search",
     "uniform_search",
