@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .common import read_json, write_json
+from .experiment import PREFERENCE_HPARAMS, SUPERVISED_HPARAMS
 
 log = logging.getLogger(__name__)
-
-PREFERENCE_KEYS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "gamma_beta_ratio", "lora", "seed")
-SUPERVISED_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
 
 
 def _pick(hp: Mapping[str, Any], keys: tuple[str, ...]) -> dict:
@@ -42,7 +40,7 @@ def train_from_rule(
         model_init = params["init"] if params.get("init") else inputs["base"]
         tokenizer_dir = inputs.get("tokenizer") or inputs["base"]
         fn = train.train_sft if method == "sft" else train.train_reward
-        return fn(model_init, tokenizer_dir, data, out, threads=threads, **_pick(hp, SUPERVISED_KEYS))
+        return fn(model_init, tokenizer_dir, data, out, threads=threads, **_pick(hp, SUPERVISED_HPARAMS))
     if method in ("dpo", "simpo"):
         return train.train_preference(
             inputs["base"],
@@ -51,7 +49,7 @@ def train_from_rule(
             method=method,
             fraction=float(params.get("fraction", 1.0)),
             threads=threads,
-            **_pick(hp, PREFERENCE_KEYS),
+            **_pick(hp, PREFERENCE_HPARAMS),
         )
     raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo or simpo")
 
