@@ -135,11 +135,11 @@ def model_spec_of(wildcards):
 
 
 def alpha_of(wildcards):
-    return float(wildcards.alpha)
+    return EXP.alpha_spec(wildcards.pair, wildcards.alpha)
 
 
 def scheme_of(wildcards):
-    return EXP.scheme_spec(wildcards.scheme)
+    return EXP.pair_scheme_spec(wildcards.pair, wildcards.scheme)
 
 
 def prompt_spec_of(wildcards):

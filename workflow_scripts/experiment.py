@@ -37,13 +37,16 @@ PREFERENCE_HPARAMS = (
     "gamma_beta_ratio",
     "lora",
     "seed",
+    "ddpo",
 )
 SUPERVISED_HPARAMS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
+VLM_HPARAMS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "lora", "seed", "ddpo", "freeze")
 HPARAMS_BY_METHOD = {
     "sft": SUPERVISED_HPARAMS,
     "reward": SUPERVISED_HPARAMS,
     "dpo": PREFERENCE_HPARAMS,
     "simpo": PREFERENCE_HPARAMS,
+    "ddpo": PREFERENCE_HPARAMS,
 }
 """Training hyperparameters each method accepts (checked when the DAG is built, not in the job)."""
 
@@ -154,6 +157,19 @@ class Experiment:
 
     def scheme_spec(self, name: str) -> Any:
         return self.schemes[name]
+
+    def alpha_spec(self, pair: str, alpha: str) -> Any:
+        """The extrapolate job's α: a number, or with the pair's fixed per-component α a component
+        scheme in which the sweep's α moves only the other components."""
+        from .scheme_components import with_component_defaults
+
+        return with_component_defaults(float(alpha), self.pairs[pair].get("components"))
+
+    def pair_scheme_spec(self, pair: str, name: str) -> Any:
+        """A named scheme as the pair's extrapolate job gets it (the pair's fixed component α merged in)."""
+        from .scheme_components import with_component_defaults
+
+        return with_component_defaults(self.scheme_spec(name), self.pairs[pair].get("components"))
 
     def base_models(self) -> list[str]:
         """SFT and aligned models of every pair: the baselines every table compares against."""
@@ -388,7 +404,7 @@ class Experiment:
             depth = self.model_num_layers(p["sft"])
             for s in self.pair_schemes(pair):
                 try:
-                    scheme = Scheme.from_config(self.scheme_spec(s))
+                    scheme = Scheme.from_config(self.pair_scheme_spec(pair, s))
                     if depth is not None:
                         scheme.validate_for(depth)
                 except ValueError as exc:
@@ -449,7 +465,7 @@ class Experiment:
 
 
 def _check_hparams(where: str, method: str, hp: Mapping[str, Any]) -> None:
-    known = HPARAMS_BY_METHOD[method]
+    known = HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS)
     unknown = sorted(set(hp) - set(known))
     if unknown:
         _fail(f"{where}: {unknown} are not {method} hyperparameters; known: {list(known)}")

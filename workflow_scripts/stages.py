@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import read_json, write_json
-from .experiment import PREFERENCE_HPARAMS, SUPERVISED_HPARAMS
+from .experiment import PREFERENCE_HPARAMS, SUPERVISED_HPARAMS, VLM_HPARAMS
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,24 @@ def train_from_rule(
     data = inputs.get("data") or params.get("dataset")
     if data is None:
         raise ValueError("training job has neither a local data file nor a hub dataset spec")
+    if params.get("modality") == "image":
+        from .train.vlm import train_vlm
+
+        return train_vlm(
+            inputs["base"],
+            data,
+            out,
+            method=method,
+            fraction=float(params.get("fraction", 1.0)),
+            threads=threads,
+            **_pick(hp, VLM_HPARAMS),
+        )
     if method in ("sft", "reward"):
         model_init = params["init"] if params.get("init") else inputs["base"]
         tokenizer_dir = inputs.get("tokenizer") or inputs["base"]
         fn = train.train_sft if method == "sft" else train.train_reward
         return fn(model_init, tokenizer_dir, data, out, threads=threads, **_pick(hp, SUPERVISED_HPARAMS))
-    if method in ("dpo", "simpo"):
+    if method in ("dpo", "simpo", "ddpo"):
         return train.train_preference(
             inputs["base"],
             data,
@@ -51,7 +63,7 @@ def train_from_rule(
             threads=threads,
             **_pick(hp, PREFERENCE_HPARAMS),
         )
-    raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo or simpo")
+    raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo, simpo or ddpo")
 
 
 def run_generation(
