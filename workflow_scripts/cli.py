@@ -68,7 +68,7 @@ def debug_enabled(argv: Sequence[str] | None = None) -> bool:
 def is_user_error(exc: BaseException) -> bool:
     """Errors a user causes and can fix: bad values/files (``ValueError``, refused pickles), full or
     read-only disks, missing paths, permissions, symlink loops, and SIGTERM/SIGHUP."""
-    if isinstance(exc, (ValueError, pickle.UnpicklingError, Terminated)):
+    if isinstance(exc, (ValueError, pickle.UnpicklingError, Terminated, FileExistsError)):
         return True
     return isinstance(exc, OSError) and exc.errno in _USER_OS_ERRNOS
 
@@ -84,7 +84,11 @@ def one_line(exc: BaseException) -> str:
         return f"{text} ({hint})" if hint else text
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, pickle.UnpicklingError):
-        text = f"refused to unpickle a weights file: {text}"
+        first = text.split(". ")[0].rstrip(".")
+        text = (
+            f"refused to unpickle a weights file ({first}): it holds more than tensors and could run code; "
+            "use safetensors weights from a source you trust"
+        )
     return text
 
 

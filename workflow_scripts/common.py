@@ -91,7 +91,12 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> 
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Parse a JSON file; a syntax error names the file (still a ``json.JSONDecodeError``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise json.JSONDecodeError(f"{path}: not valid JSON ({exc.msg})", exc.doc, exc.pos) from None
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
@@ -122,6 +127,8 @@ def read_records(path: str | os.PathLike, what: str = "records") -> list[dict]:
     if not path.is_file():
         raise ValueError(f"{what} file {path} does not exist")
     text = path.read_text(encoding="utf-8").lstrip()
+    if not text:
+        raise ValueError(f"{what} file {path} is empty (or only whitespace); it needs at least one record")
     if path.suffix == ".json" or text.startswith("["):
         data = read_json(path)
         if not isinstance(data, list):
@@ -131,6 +138,8 @@ def read_records(path: str | os.PathLike, what: str = "records") -> list[dict]:
     for i, row in enumerate(data):
         if not isinstance(row, dict):
             raise ValueError(f"{path}: entry #{i} is not a JSON object")
+    if not data:
+        raise ValueError(f"{what} file {path} holds no records; it needs at least one")
     return data
 
 

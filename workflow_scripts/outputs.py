@@ -183,8 +183,9 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         yield tmp
         (tmp / OUTPUT_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
         _commit_dir(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name_output(exc, tmp, final)
         raise
 
 
@@ -197,6 +198,12 @@ def _commit_dir(tmp: Path, final: Path) -> None:
     os.replace(final, old)
     os.replace(tmp, final)
     _remove(old)
+
+
+def _name_output(exc: BaseException, tmp: Path, final: Path) -> None:
+    """Make a disk error name the output the user asked for, not our temporary (or nothing)."""
+    if isinstance(exc, OSError) and (exc.filename is None or str(exc.filename).startswith(str(tmp))):
+        exc.filename = str(final)
 
 
 def _create_file(path: Path) -> None:
@@ -214,13 +221,14 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     remove_stale_temporaries(final)
     install_signal_handlers()
     tmp = final.parent / _tmp_name(final)
-    _create_file(tmp)
     try:
+        _create_file(tmp)
         yield tmp
         check_replaceable(final, kind="file")
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _name_output(exc, tmp, final)
         raise
 
 

@@ -41,7 +41,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import atomic_dir, pick_device, read_json, read_records, set_threads, setup_logging, write_json
+from .common import atomic_dir, pick_device, read_json, read_records, run_cli, set_threads, setup_logging, write_json
+from .model_kind import require_model_kind
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ def _init_model(model_init: dict | PathLike, tok, *, seed: int, reward: bool = F
     if reward:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kw)
     else:
+        require_model_kind(path, "causal_lm", tokenizer=False)
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
     model.config.pad_token_id = tok.pad_token_id
     return model
@@ -1077,4 +1079,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
