@@ -413,3 +413,23 @@ def test_over_long_prompt_is_cut_and_recorded(models, tmp_path, caplog):
     ids, cut = generate.fit_prompt_ids(tok, long["instruction"], 252)
     assert len(ids) <= 252 and cut == recs[1]["prompt_truncated_tokens"]
     assert ids[-2:] == generate.render_prompt_ids(tok, "x")[-2:]  # the assistant header is kept
+
+
+def test_snakemake_job_log_ends_with_the_error_line(tmp_path):
+    """Through Snakemake, the same one line is the last line of the job's log (no traceback)."""
+    import yaml
+    from test_workflow import SMALL, make_workdir, snakemake
+
+    cfg = yaml.safe_load(SMALL.read_text())
+    cfg["prompt_sets"]["blank"] = {"source": "file", "path": "blank.jsonl"}
+    wd = make_workdir(tmp_path, cfg)
+    (wd / "blank.jsonl").write_text("\n  \n")
+    proc = snakemake(wd, "results/small/prompts/blank.jsonl", check=False)
+    assert proc.returncode != 0
+    log = (wd / "results" / "small" / "logs" / "prompts" / "blank.log").read_text()
+    assert "Traceback" not in log
+    assert (
+        log.strip().splitlines()[-1]
+        == "error: prompt file blank.jsonl is empty (or only whitespace); it needs at least one record"
+    )
+    assert not (wd / "results" / "small" / "prompts" / "blank.jsonl").exists()
