@@ -3,9 +3,12 @@
 checkpoints → (train) → extrapolate → generate → score → report. See README.md.
 """
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
+
+
+report: "report/workflow.rst"
 
 
 # An experiment given with --configfile is a complete config and *replaces* config.yaml: Snakemake
@@ -15,9 +18,6 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
-
-
-validate(config, "schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from test_workflow import SMALL, make_workdir, snakemake
 
+from workflow_scripts.extrapolate.header import validate_safetensors
 from workflow_scripts.outputs import OUTPUT_MARKER
-from workflow_scripts.safetensors_check import validate_safetensors
 
 RESULT_GLOBS = (
     "prompts/*.jsonl",

@@ -21,7 +21,7 @@ import logging
 import os
 from pathlib import Path
 
-from .safetensors_check import validate_safetensors
+from .extrapolate.header import validate_safetensors
 
 log = logging.getLogger(__name__)
 

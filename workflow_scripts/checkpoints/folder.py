@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import read_json, write_json
-from ..safetensors_check import SafetensorsError, validate_safetensors
+from ..extrapolate.header import validate_safetensors
 from .spec import SOURCE_FILE, TOKENIZER_FILES, CheckpointError, normalize_spec, weights_format
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _check_safetensors(folder: Path, names: list[str], index_name: str, where: s
     for name in sorted(n for n in names if n.endswith(".safetensors")):
         try:
             headers[name] = set(validate_safetensors(folder / name))
-        except SafetensorsError as exc:
+        except ValueError as exc:
             raise CheckpointError(f"{where}: {exc}") from None
     if index_name not in names:
         return
