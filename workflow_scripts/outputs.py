@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 OUTPUT_MARKER = ".expo-output"
 """Hidden file inside every folder written by :func:`atomic_dir`: "this folder is ours to replace"."""
 _MARKER_TEXT = "written by the ExPO workflow; the folder may be replaced by a rerun\n"
+OWNER_MARK = ".expo-owner"
+"""``host pid`` of the process writing a temporary folder (the engine writes one into its own)."""
 STALE_OTHER_HOST_S = 3 * 24 * 3600
 """Age after which a temporary of another host is assumed dead (no way to ask that host)."""
 
@@ -81,14 +83,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _is_stale(entry: Path, host: str, pid: int | None) -> bool:
-    if pid is not None and host == _host():
-        return pid != os.getpid() and not _pid_alive(pid)
+def _old(entry: Path) -> bool:
     try:
-        age = time.time() - entry.lstat().st_mtime
+        return time.time() - entry.lstat().st_mtime > STALE_OTHER_HOST_S
     except FileNotFoundError:
         return False
-    return pid is None or age > STALE_OTHER_HOST_S
+
+
+def _is_stale(host: str, pid: int, entry: Path) -> bool:
+    """Dead on this host, or (another host: no way to ask it) older than :data:`STALE_OTHER_HOST_S`."""
+    if host == _host():
+        return pid != os.getpid() and not _pid_alive(pid)
+    return _old(entry)
+
+
+def _legacy_is_stale(entry: Path) -> bool:
+    """A temporary without host and pid in its name: stale unless an owner mark inside it (``host
+    pid``, written by the extrapolation engine) names a live process, or a process on another host."""
+    try:
+        host, pid = (entry / OWNER_MARK).read_text(encoding="utf-8").split()
+    except (OSError, ValueError):
+        return True
+    if host != socket.gethostname():
+        return _old(entry)
+    return not pid.isdigit() or not _pid_alive(int(pid))
 
 
 def remove_stale_temporaries(final: str | os.PathLike) -> list[str]:
@@ -108,9 +126,9 @@ def remove_stale_temporaries(final: str | os.PathLike) -> list[str]:
     for entry in final.parent.iterdir():
         m = ours.fullmatch(entry.name)
         if m:
-            stale = _is_stale(entry, m["host"], int(m["pid"]))
+            stale = _is_stale(m["host"], int(m["pid"]), entry)
         elif legacy.fullmatch(entry.name):
-            stale = _is_stale(entry, "", None)
+            stale = _legacy_is_stale(entry)
         else:
             continue
         if stale:
