@@ -427,8 +427,9 @@ def test_snakemake_job_log_ends_with_the_error_line(tmp_path):
     cfg["prompt_sets"]["blank"] = {"source": "file", "path": "blank.jsonl"}
     wd = make_workdir(tmp_path, cfg)
     (wd / "blank.jsonl").write_text("\n  \n")
-    proc = snakemake(wd, "results/small/prompts/blank.jsonl", check=False)
+    proc = snakemake(wd, "-p", "results/small/prompts/blank.jsonl", check=False)  # -p ends --resources
     assert proc.returncode != 0
+    assert "Error in rule prompt_set" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
     log = (wd / "results" / "small" / "logs" / "prompts" / "blank.log").read_text()
     assert "Traceback" not in log
     assert (
