@@ -220,7 +220,9 @@ def _commit_dir(tmp: Path, final: Path) -> None:
 
 def _name_output(exc: BaseException, tmp: Path, final: Path) -> None:
     """Make a disk error name the output the user asked for, not our temporary (or nothing)."""
-    if isinstance(exc, OSError) and (exc.filename is None or str(exc.filename).startswith(str(tmp))):
+    if not isinstance(exc, OSError) or exc.errno is None or not exc.strerror:
+        return  # OSError("text") prints its filename only in errno form: leave such errors alone
+    if exc.filename is None or str(exc.filename).startswith(str(tmp)):
         exc.filename = str(final)
 
 
