@@ -102,7 +102,9 @@ def variant_model_dir(wildcards):
 def train_inputs(wildcards):
     """Inputs of a training job: base checkpoint or tokenizer, and a local data file if any."""
     spec = EXP.model_spec(wildcards.model)
-    inputs = {"base": EXP.model_dir(spec["base"])} if "base" in spec else {"tokenizer": EXP.init_tokenizer(wildcards.model)}
+    inputs = (
+        {"base": EXP.model_dir(spec["base"])} if "base" in spec else {"tokenizer": EXP.init_tokenizer(wildcards.model)}
+    )
     data = EXP.dataset_file(spec["data"])
     return {**inputs, "data": data} if data else inputs
 

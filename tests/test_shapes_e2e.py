@@ -75,3 +75,53 @@ def test_shapes_world_end_to_end(tmp_path):
     assert trainable["freeze"]["frozen_params"] == 0
     for f in ("hallucination_vs_alpha.png", "component_delta.png", "vlm_training_curves.png", "summary.md"):
         assert (res / "report" / f).stat().st_size > 0
+
+
+def _build(cfg: dict):
+    import copy
+
+    from workflow_scripts.config_schema import validate_config
+    from workflow_scripts.experiment import Experiment
+
+    return Experiment(validate_config(copy.deepcopy(cfg)))
+
+
+def test_planning_of_image_models_and_multimodal_sets():
+    exp = _build(small_config())
+    p = exp.train_params("sft")
+    assert p["modality"] == "image" and p["init"]["vision"]["patch_size"] == 8
+    assert exp.train_params("ddpo_0.2")["hparams"]["ddpo"] == {"gamma": 2.0, "average": False}
+    assert exp.model_num_layers("dpo_0.2") == 2  # the LLM's depth (text_config), not the tower's
+    assert exp.multimodal_prompt_sets() == ["eval", "dev"]
+    assert exp.alpha_spec("dpo", "2") == {"components": {"vision_tower": 0, "multi_modal_projector": 0, "default": 2.0}}
+    assert exp.pair_scheme_spec("dpo_trainable", "all_2")["components"]["vision_tower"] == 2
+    assert "ddpo_0.2" in exp.training_records()
+    text = _build(yaml.safe_load((ROOT / "tests/data/small_world.yaml").read_text()))
+    assert "modality" not in text.train_params("sft") and text.multimodal_prompt_sets() == []
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["models"]["dpo_0.2"].update(modality="text"), "modality differs from its base"),
+        (lambda c: c["training"]["ddpo"].pop("ddpo"), "method ddpo needs hparams.ddpo"),
+        (lambda c: c["models"]["sft"].update(init="nope"), "unknown shapes_world architecture 'nope'"),
+        (lambda c: c.pop("shapes_world"), "uses the shapes world but the config has no `shapes_world:`"),
+    ],
+)
+def test_multimodal_config_errors_name_the_culprit(mutate, message):
+    from workflow_scripts.experiment import ConfigError
+
+    cfg = small_config()
+    mutate(cfg)
+    with pytest.raises((ConfigError, ValueError), match=message):
+        _build(cfg)
+
+
+def test_freeze_is_refused_on_a_text_model():
+    from workflow_scripts.experiment import ConfigError
+
+    cfg = yaml.safe_load((ROOT / "tests/data/small_world.yaml").read_text())
+    cfg["models"]["sft"]["hparams"] = {"freeze": ["vision_tower"]}
+    with pytest.raises(ConfigError, match="are not sft hyperparameters"):
+        _build(cfg)

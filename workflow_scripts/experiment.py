@@ -66,6 +66,7 @@ class Experiment(MultimodalPlanning):
 
     CHECKS = (
         "_check_world",
+        "_check_multimodal",
         "_check_models",
         "_check_pairs",
         "_check_schemes",
@@ -74,7 +75,6 @@ class Experiment(MultimodalPlanning):
         "_check_evaluation",
         "_check_training",
         "_check_decoding",
-        "_check_multimodal",
     )
 
     def __init__(self, config: Mapping[str, Any], *, check: bool = True):

@@ -206,11 +206,27 @@ def component_delta(manifests: Sequence[str], out_csv: str, out_png: str) -> pd.
             continue
         seen.add(pair)
         for comp, e in man["components"].items():
-            rows.append({"pair": pair, "component": comp, "layer": "all", "delta_norm": e.get("delta_norm"),
-                         "rel_delta": e.get("rel_delta"), "zero_delta": e.get("zero_delta")})
+            rows.append(
+                {
+                    "pair": pair,
+                    "component": comp,
+                    "layer": "all",
+                    "delta_norm": e.get("delta_norm"),
+                    "rel_delta": e.get("rel_delta"),
+                    "zero_delta": e.get("zero_delta"),
+                }
+            )
             for le in e.get("layers", []):
-                rows.append({"pair": pair, "component": comp, "layer": le["layer"], "delta_norm": le.get("delta_norm"),
-                             "rel_delta": le.get("rel_delta"), "zero_delta": le.get("zero_delta")})
+                rows.append(
+                    {
+                        "pair": pair,
+                        "component": comp,
+                        "layer": le["layer"],
+                        "delta_norm": le.get("delta_norm"),
+                        "rel_delta": le.get("rel_delta"),
+                        "zero_delta": le.get("zero_delta"),
+                    }
+                )
     df = pd.DataFrame(rows, columns=["pair", "component", "layer", "delta_norm", "rel_delta", "zero_delta"])
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)

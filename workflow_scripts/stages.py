@@ -84,10 +84,22 @@ def _train_image(inputs: Mapping[str, str], data, out: str, params: Mapping[str,
             from .multimodal import tiny_llava
 
             arch = params["init"]
-            base = str(tiny_llava(inputs["tokenizer"], Path(scratch) / "init", text=arch["text"],
-                                  vision=arch["vision"], seed=int(kwargs.get("seed", 0))))
+            base = str(
+                tiny_llava(
+                    inputs["tokenizer"],
+                    Path(scratch) / "init",
+                    text=arch["text"],
+                    vision=arch["vision"],
+                    seed=int(kwargs.get("seed", 0)),
+                )
+            )
         return train_vlm(
-            base, data, out, method=params["method"], fraction=float(params.get("fraction", 1.0)), threads=threads,
+            base,
+            data,
+            out,
+            method=params["method"],
+            fraction=float(params.get("fraction", 1.0)),
+            threads=threads,
             **kwargs,
         )
 
