@@ -89,7 +89,7 @@ def _build(cfg: dict):
 def test_planning_of_image_models_and_multimodal_sets():
     exp = _build(small_config())
     p = exp.train_params("sft")
-    assert p["modality"] == "image" and p["init"]["vision"]["patch_size"] == 8
+    assert p["modality"] == "image" and p["init"]["vision"]["patch_size"] == 16
     assert exp.train_params("ddpo_0.2")["hparams"]["ddpo"] == {"gamma": 2.0, "average": False}
     assert exp.model_num_layers("dpo_0.2") == 2  # the LLM's depth (text_config), not the tower's
     assert exp.multimodal_prompt_sets() == ["eval", "dev"]
