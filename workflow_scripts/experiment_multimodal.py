@@ -15,7 +15,7 @@ from .layout import Variant
 
 MULTIMODAL_SOURCES = ("shapes_world",)
 """Prompt-set sources whose records carry an image (or a scene drawn on load) and gold objects."""
-VLM_HPARAMS = ("freeze",)
+VLM_ONLY_HPARAMS = ("freeze",)
 """Hyperparameters only image-modality models accept."""
 
 
@@ -30,7 +30,7 @@ class MultimodalPlanning:
         return self.model_spec(model).get("modality") == "image"  # type: ignore[attr-defined]
 
     def modality_hparams(self, model: str) -> tuple[str, ...]:
-        return VLM_HPARAMS if self.is_image(model) else ()
+        return VLM_ONLY_HPARAMS if self.is_image(model) else ()
 
     def init_architecture(self, model: str) -> Mapping[str, Any]:
         """What a from-scratch model is built from: a ``world.architectures`` entry (text) or a
