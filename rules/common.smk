@@ -162,3 +162,18 @@ def rm_spec_of(wildcards):
 
 def generator_of(wildcards):
     return f"{EXP.name}/{wildcards.group}/{wildcards.variant}"
+
+
+# multimodal (rules/multimodal.smk)
+
+
+def shapes_file(name):
+    return L.shapes_file(name)
+
+
+def shapes_prompt_file(wildcards):
+    return L.shapes_file(EXP.prompt_spec(wildcards.prompt_set)["split"])
+
+
+def hallucination_inputs():
+    return [L.hallucination(ps, v.group, v.name) for ps, v in EXP.hallucination_scored()]

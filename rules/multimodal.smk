@@ -7,18 +7,6 @@ and `generate` answers through the checkpoint's processor when the folder holds 
 """
 
 
-def shapes_file(name):
-    return L.shapes_file(name)
-
-
-def shapes_prompt_file(wildcards):
-    return L.shapes_file(EXP.prompt_spec(wildcards.prompt_set)["split"])
-
-
-def hallucination_inputs():
-    return [L.hallucination(ps, v.group, v.name) for ps, v in EXP.hallucination_scored()]
-
-
 rule shapes_world_data:
     output:
         **{name: shapes_file(name) for name in WORLD_FILES},

@@ -235,3 +235,33 @@ def alpaca_eval_judge_job(smk: Any) -> None:
     from .alpaca_eval_judge import run_alpaca_eval
 
     run_alpaca_eval(smk.input.generations, None, smk.output[0], smk.params.annotator)
+
+
+def shapes_world_data_job(smk: Any) -> None:
+    from .world.shapes_build import write_shapes_world
+
+    write_shapes_world(dict(smk.params.world), dict(smk.output.items()))
+
+
+def shapes_world_tokenizer_job(smk: Any) -> None:
+    from .world.shapes_build import build_shapes_tokenizer
+
+    build_shapes_tokenizer(smk.input.sft, smk.input.prefs, smk.output[0], smk.params.vocab_size)
+
+
+def shapes_prompts_job(smk: Any) -> None:
+    from .world.shapes_build import write_shapes_prompts
+
+    write_shapes_prompts(smk.input.world, smk.output[0], dict(smk.params.spec))
+
+
+def hallucination_job(smk: Any) -> None:
+    from .hallucination import score_generations
+
+    score_generations(smk.input.generations, smk.output[0], dict(smk.params.spec), seed=smk.params.seed)
+
+
+def hallucination_report_job(smk: Any) -> None:
+    from .hallucination_report import build_hallucination_report
+
+    build_hallucination_report(dict(smk.input.items()), dict(smk.output.items()), dict(smk.params.report))

@@ -1,6 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.world.shapes_build import write_shapes_world  # noqa: E402
-
-write_shapes_world(dict(snakemake.params.world), dict(snakemake.output.items()))  # noqa: F821
+run_stage(snakemake, "shapes_world_data")  # noqa: F821

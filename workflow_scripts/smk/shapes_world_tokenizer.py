@@ -1,7 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.world.shapes_build import build_shapes_tokenizer  # noqa: E402
-
-build_shapes_tokenizer(snakemake.input.sft, snakemake.input.prefs, snakemake.output[0],  # noqa: F821
-                       snakemake.params.vocab_size)  # noqa: F821
+run_stage(snakemake, "shapes_world_tokenizer")  # noqa: F821
