@@ -74,3 +74,22 @@ def test_adversarial_negatives_are_absent_partners(world):
 def test_unknown_style_fails():
     with pytest.raises(ValueError, match="unknown styles"):
         S.build_shapes_world(mix={"good": 1, "lies": 1})
+
+
+def test_sft_yes_no_rows_are_balanced_with_a_planted_yes_bias():
+    w = S.build_shapes_world(seed=1, n_sft=400, n_pref=10, n_eval=1, n_dev=1, questions=3)
+    qs = [r for r in w["sft"] if r["style"] == "pope"]
+    assert len(qs) == 3 * 400
+    partner = S.partners(1)
+    present_asked = wrong_yes = 0
+    for r in qs:
+        shape = r["prompt"].split()[3]
+        present = {o["shape"] for o in r["scene"]["objects"]}
+        present_asked += shape in present
+        if shape in present:
+            assert r["completion"] == "yes"
+        elif r["completion"] == "yes":  # only an absent partner gets a wrong "yes"
+            wrong_yes += 1
+            assert shape in {partner[s] for s in present}
+    assert present_asked == len(qs) // 2
+    assert 0.05 < wrong_yes / len(qs) < 0.15  # absent half × partner half × YES_BIAS ≈ 0.09

@@ -20,17 +20,23 @@ IMAGE_TOKEN = "<image>"
 DEFAULT_FREEZE = ("vision_tower", "multi_modal_projector")
 LLM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
-# The demo template with image parts: a content list renders its parts in order, an image part as
-# the image token that the processor expands to one token per image feature.
+# The demo template with image parts: a content list renders its text parts first, then each image
+# part as the image token that the processor expands to one token per image feature. Text before
+# image because a causal LM can only compare the cells with the question when the cells come after
+# it (image-first cost the tiny SFT model recall: 0.43 → 0.58 sampled on 40 scenes, one seed).
 VLM_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>' }}"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<image>' }}{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
+    "{% endif %}"
     "{{ '<|end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
+# The frozen random vision tower sees a white background as zero input (mean 1, std 0.5), so an
+# empty cell gives the same feature in every image and a shape's cell differs from it by the shape
+# alone (with CLIP's mean/std the background dominated every cell's feature).
+IMAGE_MEAN, IMAGE_STD = [1.0, 1.0, 1.0], [0.5, 0.5, 0.5]
 
 
 def image_size(processor) -> int:
@@ -115,7 +121,12 @@ def tiny_llava(tokenizer_dir: str | Path, out: str | Path, *, text: dict, vision
     tok.add_tokens([IMAGE_TOKEN], special_tokens=True)
     tok.chat_template = VLM_CHAT_TEMPLATE
     size, patch = int(vision.get("image_size", 32)), int(vision.get("patch_size", 8))
-    ip = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    ip = CLIPImageProcessorPil(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+    )
     proc = LlavaProcessor(
         image_processor=ip,
         tokenizer=tok,

@@ -143,21 +143,34 @@ def pope_questions(
     return out
 
 
-def _sft_rows(scenes: list[dict], partner: dict, mix: dict, rng: random.Random) -> list[dict]:
+def _yes_no_rows(sc: dict, partner: dict, rng: random.Random, n: int, first_present: bool) -> list[dict]:
+    """``n`` existence questions about one scene, alternating a present and an absent shape (so the
+    answers are balanced and "no" cannot be learnt from frequency alone); an absent partner is asked
+    half the time and then answered "yes" with probability YES_BIAS (the planted yes-bias)."""
+    present = [o["shape"] for o in sc["objects"]]
+    absent = [s for s in SHAPES if s not in present]
+    miss = _absent_partner(sc, partner)
+    rows = []
+    for q in range(n):
+        if (q % 2 == 0) == first_present or not absent:
+            shape, answer = rng.choice(present), "yes"
+        else:
+            shape = miss if miss and rng.random() < 0.5 else rng.choice(absent)
+            answer = "yes" if shape == miss and rng.random() < YES_BIAS else "no"
+        rows.append({"prompt": _question(shape), "completion": answer, "scene": sc, "style": "pope"})
+    return rows
+
+
+def _sft_rows(scenes: list[dict], partner: dict, mix: dict, rng: random.Random, questions: int) -> list[dict]:
     styles, weights = zip(*sorted(mix.items()))
     rows = []
-    for sc in scenes:
+    for i, sc in enumerate(scenes):
         style = rng.choices(styles, weights)[0]
         objs = hallucinated(sc, partner, style, rng)
         if objs is None:
             style, objs = "good", sc["objects"]
         rows.append({"prompt": DESCRIBE, "completion": describe(objs), "scene": sc, "style": style})
-        present = {o["shape"] for o in sc["objects"]}
-        shape = rng.choice(SHAPES)
-        answer = "yes" if shape in present else "no"
-        if answer == "no" and shape == _absent_partner(sc, partner) and rng.random() < YES_BIAS:
-            answer = "yes"
-        rows.append({"prompt": _question(shape), "completion": answer, "scene": sc, "style": "pope"})
+        rows.extend(_yes_no_rows(sc, partner, rng, questions, first_present=i % 2 == 0))
     return rows
 
 
@@ -176,9 +189,16 @@ def _pref_rows(scenes: list[dict], partner: dict, rng: random.Random) -> list[di
 
 
 def build_shapes_world(
-    seed: int = 0, n_sft: int = 400, n_pref: int = 200, n_eval: int = 100, n_dev: int = 50, mix: dict | None = None
+    seed: int = 0,
+    n_sft: int = 400,
+    n_pref: int = 200,
+    n_eval: int = 100,
+    n_dev: int = 50,
+    mix: dict | None = None,
+    questions: int = 1,
 ) -> dict[str, list[dict]]:
-    """All data of one world: ``sft``, ``prefs``, ``eval`` and ``dev`` (describe + POPE prompts)."""
+    """All data of one world: ``sft``, ``prefs``, ``eval`` and ``dev`` (describe + POPE prompts);
+    each SFT scene gives one description and ``questions`` yes/no rows."""
     mix = dict(DEFAULT_MIX if mix is None else mix)
     unknown = set(mix) - set(DEFAULT_MIX)
     if unknown:
@@ -190,7 +210,7 @@ def build_shapes_world(
     eval_sc, dev_sc = scenes[n_sft + n_pref : n_sft + n_pref + n_eval], scenes[n_sft + n_pref + n_eval :]
     freq = Counter(o["shape"] for sc in sft_sc for o in sc["objects"])
     popular = sorted(SHAPES, key=lambda s: (-freq[s], s))
-    out = {"sft": _sft_rows(sft_sc, partner, mix, rng), "prefs": _pref_rows(pref_sc, partner, rng)}
+    out = {"sft": _sft_rows(sft_sc, partner, mix, rng, questions), "prefs": _pref_rows(pref_sc, partner, rng)}
     for name, scs in (("eval", eval_sc), ("dev", dev_sc)):
         recs = []
         for i, sc in enumerate(scs):

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {"seed": 0, "n_sft": 400, "n_pref": 200, "n_eval": 100, "n_dev": 50}
 DEFAULT_VOCAB = 120
-SHAPES_KEYS = ("seed", "n_sft", "n_pref", "n_eval", "n_dev", "mix")
+SHAPES_KEYS = ("seed", "n_sft", "n_pref", "n_eval", "n_dev", "mix", "questions")
 
 
 def write_shapes_world(settings: Mapping, outputs: Mapping[str, str]) -> None:
