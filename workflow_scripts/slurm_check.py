@@ -164,8 +164,7 @@ def check_slurm_run(workflow: Any) -> None:
         if trap:
             raise WorkflowError(trap)
     jobs = list(workflow.dag.needrun_jobs())
-    local = set(getattr(workflow, "_localrules", ()))
-    requests = [job_request(j) for j in jobs if j.rule.name not in local and not j.is_local]
+    requests = [job_request(j) for j in jobs if not j.is_local]
     try:
         check_requests(requests, read_partitions())
     except (OSError, subprocess.CalledProcessError) as exc:
