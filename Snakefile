@@ -3,9 +3,12 @@
 checkpoints → (train) → extrapolate → generate → score → report. See README.md.
 """
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
+
+
+report: "report/workflow.rst"
 
 
 # An experiment given with --configfile is a complete config and *replaces* config.yaml: Snakemake
@@ -17,9 +20,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
-
-
 include: "rules/common.smk"
 include: "rules/world.smk"
 include: "rules/checkpoints.smk"
@@ -28,6 +28,7 @@ include: "rules/extrapolate.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/report.smk"
+include: "rules/multimodal.smk"
 
 
 # Seconds of work each: on a cluster they run on the login node instead of waiting in the queue.
@@ -52,3 +53,4 @@ rule all:
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
+        hallucination_targets(),

@@ -14,7 +14,9 @@ def boot(snakemake):
     root = str(Path(snakemake.scriptdir).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    from workflow_scripts.common import set_threads, setup_logging
+    from workflow_scripts.common import install_error_handling, set_threads, setup_logging
+
+    install_error_handling()  # user errors: one line, the last of the job's log
 
     if snakemake.log:
         log = Path(snakemake.log[0])
@@ -24,3 +26,11 @@ def boot(snakemake):
         sys.stderr = stream
     setup_logging(None)
     set_threads(snakemake.threads)
+
+
+def run_stage(snakemake, name):
+    """Boot, then run `workflow_scripts.stages.<name>_job(snakemake)`: an adapter is these two lines."""
+    boot(snakemake)
+    from workflow_scripts import stages
+
+    getattr(stages, f"{name}_job")(snakemake)
