@@ -18,7 +18,8 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:16px;co
 h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:22px 0 6px}
 table{border-collapse:collapse;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
-th{background:#f1f3f5}td:first-child,th:first-child{text-align:left}
+th{background:#f1f3f5;white-space:normal;max-width:7.5em;vertical-align:bottom}
+.ci{color:#666;font-size:11px}td:first-child,th:first-child{text-align:left}
 tr.chosen td{background:#fff4d6;font-weight:600}
 tr.sft td:first-child,tr.aligned td:first-child{color:#555}
 .headline{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:6px;padding:8px 12px;max-width:70em}
@@ -32,12 +33,20 @@ def _md_inline(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
 
 
+def _cell(text: str) -> str:
+    """A display string; a ``mean [low, high]`` cell puts its CI on a second, smaller line."""
+    m = re.fullmatch(r"(\S+) (\[.+\])", text)
+    if not m:
+        return html.escape(text)
+    return f'{html.escape(m.group(1))}<br><span class="ci">{html.escape(m.group(2))}</span>'
+
+
 def _table(g: pd.DataFrame, shown: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
     rows = []
     for (_, r), (_, s) in zip(g.iterrows(), shown.iterrows()):
         cls = r["kind"] + (" chosen" if r["chosen_on_dev"] else "")
-        cells = "".join(f"<td>{html.escape(str(x))}</td>" for x in s)
+        cells = "".join(f"<td>{_cell(str(x))}</td>" for x in s)
         rows.append(f'<tr class="{cls}" data-variant="{html.escape(r["variant_id"])}">{cells}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
