@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -248,7 +249,9 @@ def test_end_to_end_report(finished_run):
     dev = df[df.prompt_set == "dev"]
     assert set(dev.kind) == {"aligned", "alpha"}
     assert dev.chosen_on_dev.sum() == 1 and ev.chosen_on_dev.sum() == 1
-    best = dev.loc[dev[dev.kind == "alpha"].gold_mean.idxmax()]
+    # dev_choice's rule: the aligned model (α = 0) and every α compete; ties go to the smaller |α|
+    cand = dev[dev.kind.isin(["aligned", "alpha"])]
+    best = cand[np.isclose(cand.gold_mean, cand.gold_mean.max())].sort_values("alpha", key=abs).iloc[0]
     assert best.chosen_on_dev
     # generations are alpaca_eval model_outputs and never contain the prompt
     gens = json.loads((results / "generations" / "eval" / "dpo" / "alpha1.json").read_text())
@@ -268,7 +271,7 @@ def test_snakemake_report_opens_on_the_description_and_holds_summary_and_answers
     page = out.read_text()
     assert "has the highest mean gold reward on the dev prompts" in page  # overview.rst on the front page
     embedded = {}
-    for mime, blob in re.findall(r"data:(text/html|text/csv)[^,]*;base64,([A-Za-z0-9+/=]+)", page):
+    for blob in re.findall(r"data:text/html[^,]*;base64,([A-Za-z0-9+/=]+)", page):
         text = base64.b64decode(blob).decode("utf-8", "replace")
         if "<title>ExPO summary" in text:
             embedded["summary"] = text
