@@ -32,7 +32,7 @@ def check_models(exp: Experiment) -> None:
             exp.model_spec(spec["base"])
             exp.model_num_layers(key)  # a cycle of bases fails here
         else:
-            exp.world_architecture(spec["init"])
+            exp.init_architecture(key)
 
 
 def check_pairs(exp: Experiment) -> None:
@@ -102,10 +102,18 @@ def check_world(exp: Experiment) -> None:
 
 def check_training(exp: Experiment) -> None:
     for method, hp in (exp.config.get("training") or {}).items():
-        check_hparams(f"training.{method}", method, hp)
+        check_hparams(f"training.{method}", method, hp, ("freeze",))
     for key in exp.trained_models():
         spec = exp.models[key]
-        check_hparams(f"models.{key}.hparams", spec["method"], spec.get("hparams", {}))
+        extra = exp.modality_hparams(key)
+        check_hparams(f"models.{key}.hparams", spec["method"], spec.get("hparams", {}), extra)
+        if spec["method"] == "ddpo" and "ddpo" not in exp.hparams(key):
+            _fail(f"models.{key}: method ddpo needs hparams.ddpo {{gamma: <number>, average: <bool>}}")
+
+
+def check_multimodal(exp: Experiment) -> None:
+    """The image-model checks live beside the multimodal planning they check."""
+    exp._check_multimodal()
 
 
 def check_decoding(exp: Experiment) -> None:
@@ -118,9 +126,9 @@ def check_decoding(exp: Experiment) -> None:
         _fail(str(exc))  # names the key: "decoding top_k=-1: must be ..."
 
 
-def check_hparams(where: str, method: str, hp: Mapping[str, Any]) -> None:
+def check_hparams(where: str, method: str, hp: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
     """Training hyperparameters a method does not take fail at DAG time, not inside the job."""
-    known = HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS)
+    known = (*HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS), *extra)
     unknown = sorted(set(hp) - set(known))
     if unknown:
         _fail(f"{where}: {unknown} are not {method} hyperparameters; known: {list(known)}")
@@ -128,6 +136,7 @@ def check_hparams(where: str, method: str, hp: Mapping[str, Any]) -> None:
 
 CHECKS: tuple[Callable[[Experiment], None], ...] = (
     check_world,
+    check_multimodal,
     check_models,
     check_pairs,
     check_schemes,
