@@ -24,6 +24,7 @@ include: "rules/train.smk"
 include: "rules/extrapolate.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
+include: "rules/search.smk"
 include: "rules/report.smk"
 
 
@@ -32,3 +33,4 @@ rule all:
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
+        search_report_targets(),

@@ -497,9 +497,15 @@ def build_report(inputs: Mapping[str, Any], outputs: Mapping[str, str], params: 
     def as_list(x):
         return [x] if isinstance(x, str) else list(x or [])
 
-    generations = {_parse_generation_path(p): read_json(p) for p in as_list(inputs.get("generations"))}
-    scores = {_parse_score_path(p): read_json(p) for p in as_list(inputs.get("scores"))}
-    df = build_summary(generations, scores, params)
+    from .search.report import mark_searched, with_searched
+
+    params = with_searched(params, as_list(inputs.get("search")))
+    searched = as_list(inputs.get("searched"))
+    gen_paths = as_list(inputs.get("generations")) + [p for p in searched if "/generations/" in p]
+    score_paths = as_list(inputs.get("scores")) + [p for p in searched if "/scores/" in p]
+    generations = {_parse_generation_path(p): read_json(p) for p in gen_paths}
+    scores = {_parse_score_path(p): read_json(p) for p in score_paths}
+    df = mark_searched(build_summary(generations, scores, params), as_list(inputs.get("search")))
     _write_csv(df, outputs["summary_csv"])
     with atomic_path(outputs["summary_md"]) as tmp:
         tmp.write_text(summary_markdown(df, params), encoding="utf-8")
