@@ -42,7 +42,7 @@ def _classify(paths: Iterable[str]) -> tuple[dict, dict, dict, dict]:
     gens, scores, bench, extra = {}, {}, {}, {}
     for p in paths:
         parts = Path(p).parts
-        if p.endswith(".tsv") and parts[-4] == "extrapolate":
+        if p.endswith(".tsv") and parts[-4:-2] == ("benchmarks", "extrapolate"):
             extra[(parts[-2], Path(p).stem)] = read_benchmark(p)
         elif p.endswith(".tsv"):
             bench[(parts[-3], parts[-2], Path(p).stem)] = read_benchmark(p)
