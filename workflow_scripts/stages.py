@@ -198,3 +198,12 @@ def alpaca_eval_judge_job(smk: Any) -> None:
     from .alpaca_eval_judge import run_alpaca_eval
 
     run_alpaca_eval(smk.input.generations, None, smk.output[0], smk.params.annotator)
+
+
+from .search.jobs import (  # noqa: E402,F401  (the search and logit rules' jobs, found by name)
+    generate_logit_job,
+    logit_report_job,
+    search_plan_job,
+    search_report_job,
+    search_result_job,
+)

@@ -1,8 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.logit_extrapolation import run_logit_generation  # noqa: E402
-
-run_logit_generation(dict(snakemake.input.items()), snakemake.params.alpha,  # noqa: F821
-                     dict(snakemake.params.decoding), snakemake.output[0],  # noqa: F821
-                     generator=snakemake.params.generator)  # noqa: F821
+run_stage(snakemake, "generate_logit")  # noqa: F821

@@ -1,6 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.logit_report import logit_vs_weight  # noqa: E402
-
-logit_vs_weight(list(snakemake.input), list(snakemake.params.reward_models), snakemake.output[0])  # noqa: F821
+run_stage(snakemake, "logit_report")  # noqa: F821
