@@ -29,6 +29,7 @@ include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/search.smk"
 include: "rules/report.smk"
+include: "rules/multimodal.smk"
 
 
 rule all:
@@ -37,3 +38,4 @@ rule all:
         list(REPORT_FILES.values()),
         judge_targets(),
         search_report_targets(),
+        hallucination_targets(),
