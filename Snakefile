@@ -3,7 +3,7 @@
 checkpoints → (train) → extrapolate → generate → score → report. See README.md.
 """
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -15,9 +15,6 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
-
-
-validate(config, "schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"

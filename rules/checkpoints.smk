@@ -12,7 +12,7 @@ rule checkpoint_model:
     benchmark:
         f"{R}/benchmarks/checkpoints/{{model}}.tsv"
     wildcard_constraints:
-        model=regex_of(downloaded_models()),
+        model=regex_of(EXP.downloaded_models()),
     conda:
         f"{ENVS}/checkpoints.yaml"
     params:

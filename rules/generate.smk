@@ -33,7 +33,7 @@ rule generate:
     resources:
         gpu=1,
     params:
-        decoding=decoding(),
+        decoding=EXP.decoding(),
         generator=generator_of,
     script:
         f"{SMK}/generate.py"

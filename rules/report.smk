@@ -69,6 +69,6 @@ rule report:
     conda:
         f"{ENVS}/report.yaml"
     params:
-        report=report_params(),
+        report=EXP.report_params(),
     script:
         f"{SMK}/report.py"

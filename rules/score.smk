@@ -33,6 +33,6 @@ rule alpaca_eval_judge:
     conda:
         f"{ENVS}/report.yaml"
     params:
-        annotator=judge_annotator(),
+        annotator=EXP.judge_annotator,
     script:
         f"{SMK}/alpaca_eval_judge.py"

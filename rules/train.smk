@@ -11,7 +11,7 @@ rule train_model:
     benchmark:
         f"{R}/benchmarks/train/{{model}}.tsv"
     wildcard_constraints:
-        model=regex_of(trained_models()),
+        model=regex_of(EXP.trained_models()),
     conda:
         f"{ENVS}/train.yaml"
     resources:

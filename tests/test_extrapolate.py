@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from workflow_scripts.extrapolate import extrapolate
 from workflow_scripts.extrapolate import main as cli_main
+from workflow_scripts.extrapolate.reference import expo_state
 from workflow_scripts.schemes import Scheme, layer_index, tensor_kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,13 +37,11 @@ def load_dir(path: Path) -> dict[str, torch.Tensor]:
 
 
 def expected(a: dict, s: dict, alpha_of) -> dict:
-    """Reference result: fp64 math, rounded once to the aligned dtype."""
-    out = {}
-    for k, av in a.items():
-        al = alpha_of(k)
-        ref = av.double() + al * (av.double() - s[k].double())
-        out[k] = ref.to(av.dtype)
-    return out
+    """Reference result (extrapolate/reference.py: fp64 math), rounded once to the aligned dtype."""
+    ref = expo_state(
+        {k: v.double().numpy() for k, v in a.items()}, {k: v.double().numpy() for k, v in s.items()}, alpha_of
+    )
+    return {k: torch.from_numpy(v).to(a[k].dtype) for k, v in ref.items()}
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -419,12 +418,13 @@ def test_kill_mid_write_leaves_no_finished_folder(pair, tmp_path):
     out = tmp_path / "out"
     code = (
         "import sys, time\n"
-        "import workflow_scripts.extrapolate as e\n"
-        "orig = e._pwrite_all\n"
+        "import workflow_scripts.extrapolate.pipeline as e\n"
+        "from workflow_scripts.extrapolate import extrapolate\n"
+        "orig = e.pwrite_all\n"
         "def slow(*a):\n"
         "    orig(*a); time.sleep(0.05)\n"
-        "e._pwrite_all = slow\n"
-        f"e.extrapolate({str(sft)!r}, {str(aligned)!r}, {str(out)!r}, 1.0, chunk_elems=256)\n"
+        "e.pwrite_all = slow\n"
+        f"extrapolate({str(sft)!r}, {str(aligned)!r}, {str(out)!r}, 1.0, chunk_elems=256)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
@@ -454,11 +454,11 @@ def test_kill_mid_write_leaves_no_finished_folder(pair, tmp_path):
 
 
 def test_failure_mid_stream_cleans_temp(pair, tmp_path, monkeypatch):
-    import workflow_scripts.extrapolate as e
+    import workflow_scripts.extrapolate.pipeline as e
 
     sft, aligned = pair()
     calls = {"n": 0}
-    orig = e._pwrite_all
+    orig = e.pwrite_all
 
     def flaky(*a):
         calls["n"] += 1
@@ -466,7 +466,7 @@ def test_failure_mid_stream_cleans_temp(pair, tmp_path, monkeypatch):
             raise OSError("disk full")
         orig(*a)
 
-    monkeypatch.setattr(e, "_pwrite_all", flaky)
+    monkeypatch.setattr(e, "pwrite_all", flaky)
     with pytest.raises(OSError, match="disk full"):
         extrapolate(sft, aligned, tmp_path / "out", 1.0, chunk_elems=256)
     assert_no_output(tmp_path / "out")

@@ -1,4 +1,4 @@
-"""Tests for the training stage (workflow_scripts/train.py): subsets, validation, SFT, RM, DPO, SimPO, LoRA.
+"""Tests for the training stage (workflow_scripts/train/): subsets, validation, SFT, RM, DPO, SimPO, LoRA.
 
 Models are tiny (hidden 32, 2 layers) and the toy sets small, so every trainer runs in seconds on CPU.
 One SFT model (module-scoped) is the base for the preference tests, as in the real workflow.
@@ -108,8 +108,9 @@ def no_model_loading(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("model was loaded before the config was validated")
 
-    monkeypatch.setattr(T, "_init_model", boom)
-    monkeypatch.setattr(T, "_load_tokenizer", boom)
+    for stage in (T.sft, T.reward, T.preference):
+        monkeypatch.setattr(stage, "_init_model", boom)
+        monkeypatch.setattr(stage, "_load_tokenizer", boom)
 
 
 def _pref_kwargs(**kw):
@@ -185,7 +186,7 @@ def test_hub_spec_converts_message_lists(monkeypatch):
             }
         ]
 
-    monkeypatch.setattr(T, "_load_hub_dataset", fake_load)
+    monkeypatch.setattr(T.data, "_load_hub_dataset", fake_load)
     spec = {"source": "hub", "name": "HuggingFaceH4/ultrafeedback_binarized", "split": "train_prefs"}
     rows, info = T.prepare_preference_rows(spec, 1.0)
     assert calls["args"] == ("HuggingFaceH4/ultrafeedback_binarized", "train_prefs")

@@ -32,9 +32,9 @@ def load_default() -> dict:
 
 
 def validate(cfg: dict) -> None:
-    from snakemake.utils import validate as smk_validate
+    from workflow_scripts.config_schema import validate_config
 
-    smk_validate(copy.deepcopy(cfg), str(SCHEMA))
+    validate_config(copy.deepcopy(cfg))
 
 
 # ------------------------------------------------------------------------------ schema
@@ -62,12 +62,13 @@ def test_default_and_small_configs_are_valid():
     ],
 )
 def test_schema_rejects_bad_configs_with_a_clear_message(mutate, message):
-    from snakemake.exceptions import WorkflowError
+    from workflow_scripts.experiment import ConfigError
 
     cfg = load_default()
     mutate(cfg)
-    with pytest.raises(WorkflowError, match=message):
+    with pytest.raises(ConfigError, match=message) as info:
         validate(cfg)
+    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .common import atomic_path, read_json, setup_logging
+from .layout import REPORT_FILES, Variant, parse_generation_path, parse_score_path
 
 log = logging.getLogger(__name__)
 
@@ -50,50 +51,20 @@ DIAG_COLUMNS = [
 
 def _parse_generation_path(path: str) -> tuple[str, str, str]:
     """``.../generations/<prompt_set>/<group>/<variant>.json`` → (prompt_set, group, variant)."""
-    p = Path(path)
-    return p.parts[-3], p.parts[-2], p.stem
+    ps, v = parse_generation_path(path)
+    return (ps, *v.as_tuple())
 
 
 def _parse_score_path(path: str) -> tuple[str, str, str, str]:
     """``.../scores/<prompt_set>/<rm>/<group>/<variant>.json`` → (prompt_set, rm, group, variant)."""
-    p = Path(path)
-    return p.parts[-4], p.parts[-3], p.parts[-2], p.stem
-
-
-def variant_alpha(group: str, variant: str, pair: Mapping[str, str]) -> float:
-    """α of a variant on the extrapolation line (SFT −1, aligned 0); NaN for layer schemes and
-    reference outputs."""
-    if group == "reference":
-        return math.nan
-    if group == "base":
-        return -1.0 if variant == pair["sft"] else 0.0
-    if variant.startswith("alpha"):
-        return float(variant[len("alpha") :])
-    return math.nan
-
-
-def variant_kind(group: str, variant: str, pair: Mapping[str, str]) -> str:
-    if group == "reference":
-        return "reference"
-    if group == "base":
-        return "sft" if variant == pair["sft"] else "aligned"
-    return "alpha" if variant.startswith("alpha") else "scheme"
-
-
-def display_name(kind: str, variant: str, alpha: float) -> str:
-    if kind in ("sft", "aligned"):
-        return f"{kind} ({variant})"
-    if kind == "reference":
-        return "reference outputs"
-    if kind == "alpha":
-        return f"α={variant[len('alpha') :]}"
-    return variant[len("scheme_") :] if variant.startswith("scheme_") else variant
+    ps, rm, v = parse_score_path(path)
+    return (ps, rm, *v.as_tuple())
 
 
 def _pair_variants(pair_name: str, pair: Mapping[str, str], variants: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
-    out = [("base", pair["sft"]), ("base", pair["aligned"])]
+    out = [Variant.base(pair["sft"]).as_tuple(), Variant.base(pair["aligned"]).as_tuple()]
     out += [(g, v) for g, v in variants if g == pair_name]
-    return out + [("reference", "reference")]
+    return out + [Variant.reference().as_tuple()]
 
 
 # ------------------------------------------------------------------------------- the table
@@ -116,10 +87,16 @@ def build_summary(
     for pair_name, pair in params["pairs"].items():
         pvars = _pair_variants(pair_name, pair, params["variants"])
         for ps in params["prompt_sets"]:
-            base_key = ("reference", "reference") if baseline_side == "reference" else ("base", pair[baseline_side])
+            base_key = (
+                Variant.reference() if baseline_side == "reference" else Variant.base(pair[baseline_side])
+            ).as_tuple()
             wanted = params.get("variants_by_prompt_set", {}).get(ps)
             # without the rule's list every variant is expected, except reference outputs
-            wanted = {tuple(x) for x in wanted} if wanted is not None else {v for v in pvars if v[0] != "reference"}
+            wanted = (
+                {tuple(x) for x in wanted}
+                if wanted is not None
+                else {v for v in pvars if Variant(*v).kind != "reference"}
+            )
             for group, variant in pvars:
                 gkey = (ps, group, variant)
                 if (group, variant) not in wanted:
@@ -127,16 +104,16 @@ def build_summary(
                 if gkey not in generations:
                     raise ValueError(f"no generations for {gkey}")
                 recs = generations[gkey]
-                kind = variant_kind(group, variant, pair)
-                alpha = variant_alpha(group, variant, pair)
+                v = Variant(group, variant)
+                kind = v.role(pair)
                 row: dict[str, Any] = {
                     "pair": pair_name,
                     "prompt_set": ps,
-                    "variant": display_name(kind, variant, alpha),
+                    "variant": v.label(pair),
                     "kind": kind,
-                    "alpha": alpha,
-                    "scheme": variant[len("scheme_") :] if kind == "scheme" else "",
-                    "model": variant if group == "base" else f"{pair_name}/{variant}",
+                    "alpha": v.alpha(pair),
+                    "scheme": v.scheme,
+                    "model": variant if v.kind == "base" else f"{pair_name}/{variant}",
                     "n": len(recs),
                 }
                 for rm in rms:
@@ -556,18 +533,6 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(a.log)
     res = Path(a.results)
     out = Path(a.out or res / "report")
-    names = {
-        "summary_csv": "summary.csv",
-        "summary_md": "summary.md",
-        "reward_plot": "reward_vs_alpha.png",
-        "diagnostics_plot": "diagnostics_vs_alpha.png",
-        "delta_csv": "layer_delta.csv",
-        "delta_plot": "layer_delta.png",
-        "training_plot": "training_curves.png",
-        "published_csv": "published_comparison.csv",
-        "study_csv": "study.csv",
-        "study_md": "study.md",
-    }
     inputs = {
         "generations": [str(p) for p in sorted(res.glob("generations/*/*/*.json"))],
         "scores": [str(p) for p in sorted(res.glob("scores/*/*/*/*.json"))],
@@ -575,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         "training": [str(p) for p in sorted(res.glob("trained/*")) if (p / "training_history.csv").exists()],
         "published": a.published,
     }
-    build_report(inputs, {k: str(out / v) for k, v in names.items()}, read_json(a.params))
+    build_report(inputs, {k: str(out / v) for k, v in REPORT_FILES.items()}, read_json(a.params))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Config format (see docs/ARCHITECTURE.md, "Extrapolation schemes"):
   one α per third of the decoder layers; embeddings take the first α, final norm, lm_head and any
   other unmatched tensor the last α (overridable with explicit ``embed``/``norm``/``lm_head``/
   ``default`` keys);
+* ``{"components": {prefix: scheme, ...}}``: one scheme per model component (vision tower,
+  projector, language model), see :mod:`workflow_scripts.scheme_components`;
 * ``{"groups": [...], "embed": a, "norm": a, "lm_head": a, "default": a}``: layer groups, each
   ``{"layers": [start, end], "by": "fraction"|"index", "alpha": a, "modules": ["mlp", ...]}``
   (half-open ranges; first matching group wins). ``default`` is required, so no tensor ever gets an
@@ -150,7 +152,9 @@ class Scheme:
         Raises ValueError naming the offending key for anything malformed, so a bad config fails
         when the workflow starts rather than after hours of extrapolation.
         """
-        if isinstance(spec, Scheme):
+        from workflow_scripts.scheme_components import ComponentScheme
+
+        if isinstance(spec, (Scheme, ComponentScheme)):
             return spec
         if isinstance(spec, str):
             try:
@@ -162,6 +166,8 @@ class Scheme:
         if not isinstance(spec, Mapping):
             raise ValueError(f"scheme must be a number or a mapping, got {type(spec).__name__}: {spec!r}")
         spec = dict(spec)
+        if "components" in spec:  # per-component schemes (vision-language checkpoints)
+            return ComponentScheme.from_config(spec)
         specials = {
             k: _alpha(spec[k], f"scheme key '{k}'") for k in ("embed", "norm", "lm_head", "default") if k in spec
         }

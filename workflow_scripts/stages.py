@@ -16,7 +16,19 @@ from .common import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-PREFERENCE_KEYS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "gamma_beta_ratio", "lora", "seed")
+PREFERENCE_KEYS = (
+    "beta",
+    "lr",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "gamma_beta_ratio",
+    "lora",
+    "seed",
+    "ddpo",
+)
+VLM_KEYS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "lora", "seed", "ddpo", "freeze")
 SUPERVISED_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
 
 
@@ -38,12 +50,24 @@ def train_from_rule(
     data = inputs.get("data") or params.get("dataset")
     if data is None:
         raise ValueError("training job has neither a local data file nor a hub dataset spec")
+    if params.get("modality") == "image":
+        from .train.vlm import train_vlm
+
+        return train_vlm(
+            inputs["base"],
+            data,
+            out,
+            method=method,
+            fraction=float(params.get("fraction", 1.0)),
+            threads=threads,
+            **_pick(hp, VLM_KEYS),
+        )
     if method in ("sft", "reward"):
         model_init = params["init"] if params.get("init") else inputs["base"]
         tokenizer_dir = inputs.get("tokenizer") or inputs["base"]
         fn = train.train_sft if method == "sft" else train.train_reward
         return fn(model_init, tokenizer_dir, data, out, threads=threads, **_pick(hp, SUPERVISED_KEYS))
-    if method in ("dpo", "simpo"):
+    if method in ("dpo", "simpo", "ddpo"):
         return train.train_preference(
             inputs["base"],
             data,
@@ -53,7 +77,7 @@ def train_from_rule(
             threads=threads,
             **_pick(hp, PREFERENCE_KEYS),
         )
-    raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo or simpo")
+    raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo, simpo or ddpo")
 
 
 def run_generation(

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .common import atomic_path, format_alpha, read_json, setup_logging
+from .common import atomic_path, read_json, setup_logging
+from .layout import Variant
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,8 @@ def _row_at(g: pd.DataFrame, alpha: float) -> pd.Series | None:
 
 
 def _score_key(ps: str, rm: str, pair: str, aligned: str, alpha: float) -> ScoreKey:
-    if alpha == 0:
-        return (ps, rm, "base", aligned)
-    return (ps, rm, pair, f"alpha{format_alpha(alpha)}")
+    v = Variant.base(aligned) if alpha == 0 else Variant.alpha_of(pair, alpha)
+    return (ps, rm, *v.as_tuple())
 
 
 def build_study(

@@ -1,0 +1,5 @@
+"""``python -m workflow_scripts.checkpoints``."""
+
+from .stage import main
+
+main()

@@ -1,0 +1,492 @@
+"""The experiment a config describes: pairs, α, schemes, variants, what answers and scores what.
+
+``Experiment(config)`` is built once when Snakemake parses the workflow (``rules/common.smk``) and
+answers every planning question the rules ask, so the rules hold paths and one-line calls only.
+Constructing it runs every cross-reference check a JSON schema cannot express; each failure is a
+:class:`ConfigError` naming the culprit, which ``common.smk`` turns into one ``WorkflowError`` line.
+
+How to extend it: a new variant kind adds a method that yields :class:`~.layout.Variant` objects and
+joins :meth:`Experiment.variants`; a new prompt-set rule edits :meth:`Experiment.variants_for`; a
+new check is a ``_check_*`` method listed in :attr:`Experiment.CHECKS` (run in that order).
+
+Torch-free (stdlib + the scheme parser): importing it costs milliseconds at DAG time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .common import format_alpha
+from .layout import BASE_GROUP, RESERVED_GROUPS, Layout, Variant
+
+VARIANT_SELECTION_KEYS = ("alphas", "schemes")
+"""Prompt-set keys that choose which variants answer the set, not what the prompts are: kept out
+of the prompt and reference params so narrowing them never rebuilds those files."""
+
+PREFERENCE_METHODS = ("dpo", "simpo")
+PREFERENCE_HPARAMS = (
+    "beta",
+    "lr",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "gamma_beta_ratio",
+    "lora",
+    "seed",
+)
+SUPERVISED_HPARAMS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
+HPARAMS_BY_METHOD = {
+    "sft": SUPERVISED_HPARAMS,
+    "reward": SUPERVISED_HPARAMS,
+    "dpo": PREFERENCE_HPARAMS,
+    "simpo": PREFERENCE_HPARAMS,
+}
+"""Training hyperparameters each method accepts (checked when the DAG is built, not in the job)."""
+
+GENERATION_ONLY_DECODING_KEYS = ("backend", "batch_size")
+"""Decoding keys that choose how answers are computed, not what they are (not part of a preset)."""
+
+
+class ConfigError(ValueError):
+    """A config the workflow cannot run, with a message naming the key at fault."""
+
+
+def _fail(msg: str) -> None:
+    raise ConfigError(msg)
+
+
+class Experiment:
+    """Planning queries over one validated config (schema defaults already applied)."""
+
+    CHECKS = (
+        "_check_world",
+        "_check_models",
+        "_check_pairs",
+        "_check_schemes",
+        "_check_reward_models",
+        "_check_prompt_sets",
+        "_check_evaluation",
+        "_check_training",
+        "_check_decoding",
+    )
+
+    def __init__(self, config: Mapping[str, Any], *, check: bool = True):
+        self.config = config
+        self.name: str = config["experiment"]
+        self.layout = Layout(self.name)
+        if check:
+            for name in self.CHECKS:
+                getattr(self, name)()
+
+    # ------------------------------------------------------------------ models
+
+    @property
+    def models(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.config["models"]
+
+    def model_spec(self, key: str) -> Mapping[str, Any]:
+        if key not in self.models:
+            _fail(f"unknown model {key!r}; defined models: {sorted(self.models)}")
+        return self.models[key]
+
+    def model_dir(self, key: str) -> str:
+        """Folder of a model checkpoint: trained here, or materialized by the checkpoint stage.
+
+        Local folders also go through the checkpoint stage, which validates them and links their
+        files (no multi-GB copy), so a broken folder fails there rather than in a GPU job.
+        """
+        if self.model_spec(key)["source"] == "train":
+            return self.layout.trained(key)
+        return self.layout.checkpoint(key)
+
+    def downloaded_models(self) -> list[str]:
+        return [k for k, s in self.models.items() if s["source"] in ("hub", "gguf", "local")]
+
+    def trained_models(self) -> list[str]:
+        return [k for k, s in self.models.items() if s["source"] == "train"]
+
+    def world_architecture(self, name: str) -> Mapping[str, Any]:
+        archs = (self.config.get("world") or {}).get("architectures", {})
+        if name not in archs:
+            _fail(f"unknown world architecture {name!r}; defined: {sorted(archs)}")
+        return archs[name]
+
+    def model_num_layers(self, key: str, _seen: frozenset[str] = frozenset()) -> int | None:
+        """Decoder depth when it is known before anything runs: a world architecture, a trained
+        model's base, or a local folder's ``config.json``; None for hub and GGUF checkpoints."""
+        spec = self.model_spec(key)
+        if spec["source"] == "local":
+            return _local_num_layers(spec)
+        if spec["source"] != "train":
+            return None
+        if "init" in spec:
+            return self.world_architecture(spec["init"])["num_hidden_layers"]
+        seen = _seen | {key}
+        if spec["base"] in seen:
+            _fail(f"model {key!r}: training bases form a cycle ({sorted(seen)})")
+        return self.model_num_layers(spec["base"], seen)
+
+    # ------------------------------------------------------------------ pairs, α and schemes
+
+    @property
+    def pairs(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.config["pairs"]
+
+    @property
+    def schemes(self) -> Mapping[str, Any]:
+        return self.config["extrapolation"].get("schemes", {})
+
+    def pair_alphas(self, pair: str) -> list[str]:
+        """Formatted α of one pair (its own list or the global one), deduplicated, in order."""
+        raw = self.pairs[pair].get("alphas") or self.config["extrapolation"]["alphas"]
+        return list(dict.fromkeys(format_alpha(a) for a in raw))
+
+    def pair_schemes(self, pair: str) -> list[str]:
+        chosen = self.pairs[pair].get("schemes", list(self.schemes))
+        for s in chosen:
+            if s not in self.schemes:
+                _fail(f"pair {pair!r} names unknown scheme {s!r}; defined: {sorted(self.schemes)}")
+        return list(chosen)
+
+    def scheme_spec(self, name: str) -> Any:
+        return self.schemes[name]
+
+    def alpha_spec(self, pair: str, alpha: str) -> Any:
+        """The extrapolate job's α: a number, or with the pair's fixed per-component α a component
+        scheme in which the sweep's α moves only the other components."""
+        from .scheme_components import with_component_defaults
+
+        return with_component_defaults(float(alpha), self.pairs[pair].get("components"))
+
+    def pair_scheme_spec(self, pair: str, name: str) -> Any:
+        """A named scheme as the pair's extrapolate job gets it (the pair's fixed component α merged in)."""
+        from .scheme_components import with_component_defaults
+
+        return with_component_defaults(self.scheme_spec(name), self.pairs[pair].get("components"))
+
+    def base_models(self) -> list[str]:
+        """SFT and aligned models of every pair: the baselines every table compares against."""
+        return list(dict.fromkeys(k for p in self.pairs.values() for k in (p["sft"], p["aligned"])))
+
+    def aligned_models(self) -> set[str]:
+        return {p["aligned"] for p in self.pairs.values()}
+
+    def pair_variants(self, pair: str) -> Iterator[Variant]:
+        """The extrapolations of one pair: uniform α first, then layer schemes."""
+        for a in self.pair_alphas(pair):
+            yield Variant.alpha_of(pair, a)
+        for s in self.pair_schemes(pair):
+            yield Variant.scheme_of(pair, s)
+
+    def variants(self) -> list[Variant]:
+        """Every model whose answers are generated and scored: baselines (group ``base``, named by
+        model key, answered once even when pairs share one), then each pair's extrapolations."""
+        out = [Variant.base(m) for m in self.base_models()]
+        for pair in self.pairs:
+            out += list(self.pair_variants(pair))
+        return out
+
+    def extrapolations(self) -> list[Variant]:
+        return [v for v in self.variants() if v.group != BASE_GROUP]
+
+    # ------------------------------------------------------------------ prompt sets
+
+    @property
+    def prompt_sets(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.config["prompt_sets"]
+
+    @property
+    def evaluation(self) -> Mapping[str, Any]:
+        return self.config.get("evaluation") or {}
+
+    @property
+    def dev_prompt_set(self) -> str | None:
+        return self.evaluation.get("dev_prompt_set")
+
+    def has_reference(self, prompt_set: str) -> bool:
+        return bool(self.prompt_sets[prompt_set].get("reference"))
+
+    def variants_for(self, prompt_set: str) -> list[Variant]:
+        """Variants answered on a prompt set.
+
+        The dev set exists to choose α, so it only needs the uniform-α variants and the aligned
+        baselines they are compared with (no SFT, no schemes): on a 7B model that saves hours of
+        generation per dev set. A prompt set's own ``alphas:`` / ``schemes:`` narrow it further
+        (the full sweep on a cheap set, a subset on an expensive one). Reference outputs, when
+        configured, are scored like a variant (group ``reference``).
+        """
+        spec = self.prompt_sets[prompt_set]
+        keep_alpha = None if spec.get("alphas") is None else {format_alpha(a) for a in spec["alphas"]}
+        keep_scheme = None if spec.get("schemes") is None else set(spec["schemes"])
+        aligned = self.aligned_models()
+        dev = prompt_set == self.dev_prompt_set
+        out = []
+        for v in self.variants():
+            if v.kind == "base":
+                ok = v.name in aligned or not dev
+            elif v.kind == "alpha":
+                ok = keep_alpha is None or v.alpha_text in keep_alpha
+            else:
+                ok = not dev and (keep_scheme is None or v.scheme in keep_scheme)
+            if ok:
+                out.append(v)
+        return out + ([Variant.reference()] if self.has_reference(prompt_set) else [])
+
+    def answered(self) -> Iterator[tuple[str, Variant]]:
+        """Every (prompt set, variant) that gets answers."""
+        for ps in self.prompt_sets:
+            for v in self.variants_for(ps):
+                yield ps, v
+
+    def prompt_spec(self, prompt_set: str) -> dict[str, Any]:
+        """What the prompts are (the ``prompt_set`` rule's params), without the variant selection."""
+        return {k: v for k, v in self.prompt_sets[prompt_set].items() if k not in VARIANT_SELECTION_KEYS}
+
+    def reference_spec(self, prompt_set: str) -> dict[str, Any]:
+        """Where a prompt set's reference outputs come from (the ``reference_outputs`` rule's params)."""
+        spec = self.prompt_sets[prompt_set]
+        ref = dict(spec.get("reference") or {})
+        if spec["source"] in ("file", "world"):
+            return {"source": "file", **ref, "limit": spec.get("limit")}
+        base = {k: v for k, v in spec.items() if k not in ("reference", "split", *VARIANT_SELECTION_KEYS)}
+        return {**base, **ref}
+
+    def uses_world(self) -> bool:
+        srcs = [d["source"] for d in self.config.get("datasets", {}).values()]
+        srcs += [p["source"] for p in self.prompt_sets.values()]
+        return "world" in srcs or any("init" in m for m in self.models.values())
+
+    # ------------------------------------------------------------------ training
+
+    def dataset_spec(self, key: str) -> Mapping[str, Any]:
+        ds = self.config.get("datasets", {})
+        if key not in ds:
+            _fail(f"unknown dataset {key!r}; defined datasets: {sorted(ds)}")
+        return ds[key]
+
+    def hparams(self, model: str) -> dict[str, Any]:
+        """The method's defaults under ``training``, overridden by the model's own ``hparams``."""
+        spec = self.model_spec(model)
+        hp = dict((self.config.get("training") or {}).get(spec["method"], {}))
+        hp.update(spec.get("hparams", {}))
+        return hp
+
+    def train_params(self, model: str) -> dict[str, Any]:
+        """Everything that changes a trained model's weights (changing it retrains, nothing else)."""
+        spec = self.model_spec(model)
+        ds = self.dataset_spec(spec["data"])
+        return {
+            "method": spec["method"],
+            "fraction": spec.get("fraction", 1.0),
+            "hparams": self.hparams(model),
+            "init": self.world_architecture(spec["init"]) if "init" in spec else None,
+            "dataset": ds if ds["source"] == "hub" else None,
+        }
+
+    def training_records(self) -> list[str]:
+        """Preference-trained baselines, whose training curves the report plots."""
+        bases = set(self.base_models())
+        return [m for m in self.trained_models() if self.models[m]["method"] in PREFERENCE_METHODS and m in bases]
+
+    # ------------------------------------------------------------------ scoring and judging
+
+    @property
+    def reward_models(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.config["reward_models"]
+
+    def rm_spec(self, rm: str) -> dict[str, Any]:
+        """What a score job needs to know about its reward model (the ``score`` rule's params)."""
+        spec = self.reward_models[rm]
+        return {"type": spec.get("type", "model"), "trust_remote_code": spec.get("trust_remote_code", False)}
+
+    def is_gold(self, rm: str) -> bool:
+        return self.reward_models[rm].get("type") == "gold"
+
+    def scorable(self, prompt_set: str, rm: str) -> bool:
+        """The gold reward only exists on world prompt sets."""
+        return not self.is_gold(rm) or self.prompt_sets[prompt_set]["source"] == "world"
+
+    def scored(self) -> Iterator[tuple[str, str, Variant]]:
+        """Every (prompt set, reward model, variant) that gets a score file."""
+        for ps in self.prompt_sets:
+            for rm in self.reward_models:
+                if self.scorable(ps, rm):
+                    for v in self.variants_for(ps):
+                        yield ps, rm, v
+
+    @property
+    def judge_annotator(self) -> str | None:
+        return self.evaluation.get("alpaca_eval_judge")
+
+    def judged(self) -> Iterator[tuple[str, Variant]]:
+        """Real-AlpacaEval judgements, only when an annotator is configured (costs API money)."""
+        if not self.judge_annotator:
+            return
+        for ps, spec in self.prompt_sets.items():
+            if spec["source"] == "alpaca_eval":
+                for v in self.variants_for(ps):
+                    yield ps, v
+
+    # ------------------------------------------------------------------ decoding and the report
+
+    def decoding(self) -> dict[str, Any]:
+        """The decoding spec as configured (the ``generate`` rule's params; the schema's default)."""
+        return dict(self.config["decoding"])
+
+    def pair_meta(self) -> dict[str, dict[str, Any]]:
+        """Method and data fraction of each pair whose aligned model is trained here (DPO/SimPO).
+
+        Read from ``models``, not parsed from pair names, so the controlled-study table cannot be
+        fooled by a name; pairs with downloaded aligned models are left out (training unknown).
+        """
+        out = {}
+        for pair, p in self.pairs.items():
+            spec = self.model_spec(p["aligned"])
+            if spec["source"] == "train" and spec["method"] in PREFERENCE_METHODS:
+                out[pair] = {
+                    "method": spec["method"],
+                    "fraction": float(spec.get("fraction", 1.0)),
+                    "aligned": p["aligned"],
+                }
+        return out
+
+    def report_params(self) -> dict[str, Any]:
+        """Settings that change the report's numbers (not paths: those are inputs)."""
+        ev = dict(self.config.get("evaluation", {}))
+        ev.setdefault("primary_reward", next(iter(self.reward_models)))
+        return {
+            "evaluation": ev,
+            "variants": [v.as_tuple() for v in self.variants()],
+            "variants_by_prompt_set": {ps: [v.as_tuple() for v in self.variants_for(ps)] for ps in self.prompt_sets},
+            "pairs": self.pairs,
+            "prompt_sets": list(self.prompt_sets),
+            "prompt_set_sources": {k: v["source"] for k, v in self.prompt_sets.items()},
+            "reward_models": {
+                k: {"label": v.get("label", k), "type": v.get("type", "model")} for k, v in self.reward_models.items()
+            },
+            "max_new_tokens": self.config.get("decoding", {}).get("max_new_tokens"),
+            "pair_meta": self.pair_meta(),
+        }
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_models(self) -> None:
+        for key, spec in self.models.items():
+            if spec["source"] != "train":
+                continue
+            self.dataset_spec(spec["data"])
+            if "base" in spec:
+                self.model_spec(spec["base"])
+                self.model_num_layers(key)  # a cycle of bases fails here
+            else:
+                self.world_architecture(spec["init"])
+
+    def _check_pairs(self) -> None:
+        for pair, p in self.pairs.items():
+            if pair in RESERVED_GROUPS:
+                _fail(f"pair {pair!r}: the name is reserved for the workflow's own groups {list(RESERVED_GROUPS)}")
+            for side in ("sft", "aligned"):
+                if p[side] not in self.models:
+                    _fail(f"pair {pair!r}: {side} model {p[side]!r} is not defined under `models`")
+            self.pair_schemes(pair)
+
+    def _check_schemes(self) -> None:
+        from .schemes import Scheme
+
+        for pair, p in self.pairs.items():
+            depth = self.model_num_layers(p["sft"])
+            for s in self.pair_schemes(pair):
+                try:
+                    scheme = Scheme.from_config(self.pair_scheme_spec(pair, s))
+                    if depth is not None:
+                        scheme.validate_for(depth)
+                except ValueError as exc:
+                    _fail(f"extrapolation.schemes.{s} (pair {pair!r}, sft model {p['sft']!r}): {exc}")
+
+    def _check_reward_models(self) -> None:
+        for name, rm in self.reward_models.items():
+            if "model" in rm and rm["model"] not in self.models:
+                _fail(f"reward model {name!r}: model {rm['model']!r} is not defined under `models`")
+
+    def _check_prompt_sets(self) -> None:
+        all_alphas = {a for pair in self.pairs for a in self.pair_alphas(pair)}
+        for ps, spec in self.prompt_sets.items():
+            for a in spec.get("alphas") or []:
+                if format_alpha(a) not in all_alphas:
+                    _fail(f"prompt set {ps!r}: α {a} is not in any pair's α list {sorted(all_alphas, key=float)}")
+            for s in spec.get("schemes") or []:
+                if s not in self.schemes:
+                    _fail(f"prompt set {ps!r}: unknown scheme {s!r}; defined: {sorted(self.schemes)}")
+            ref = spec.get("reference")
+            if ref is not None and spec["source"] == "ultrafeedback":
+                _fail(f"prompt set {ps!r}: no reference outputs are known for ultrafeedback prompts")
+            if ref is not None and spec["source"] in ("file", "world") and "path" not in ref:
+                _fail(
+                    f"prompt set {ps!r}: reference outputs for a {spec['source']} prompt set need "
+                    "`reference: {path: answers.jsonl}` (ids and instructions matching the prompts)"
+                )
+
+    def _check_evaluation(self) -> None:
+        ev = self.evaluation
+        if ev.get("baseline") == "reference" and not any(self.has_reference(ps) for ps in self.prompt_sets):
+            _fail("evaluation.baseline is 'reference' but no prompt set has `reference:` outputs")
+        if ev.get("primary_reward") and ev["primary_reward"] not in self.reward_models:
+            _fail(f"evaluation.primary_reward {ev['primary_reward']!r} is not a reward model")
+        dev = ev.get("dev_prompt_set")
+        if dev and dev not in self.prompt_sets:
+            _fail(f"evaluation.dev_prompt_set {dev!r} is not a prompt set")
+
+    def _check_world(self) -> None:
+        if self.uses_world() and "world" not in self.config:
+            _fail("a dataset, prompt set or model uses the demo world but the config has no `world:`")
+
+    def _check_training(self) -> None:
+        for method, hp in (self.config.get("training") or {}).items():
+            _check_hparams(f"training.{method}", method, hp)
+        for key in self.trained_models():
+            spec = self.models[key]
+            _check_hparams(f"models.{key}.hparams", spec["method"], spec.get("hparams", {}))
+
+    def _check_decoding(self) -> None:
+        from .decoding import resolve_decoding
+
+        spec = {k: v for k, v in self.decoding().items() if k not in GENERATION_ONLY_DECODING_KEYS}
+        try:
+            resolve_decoding(spec)
+        except ValueError as exc:
+            _fail(str(exc))  # names the key: "decoding top_k=-1: must be ..."
+
+
+def _check_hparams(where: str, method: str, hp: Mapping[str, Any]) -> None:
+    known = HPARAMS_BY_METHOD[method]
+    unknown = sorted(set(hp) - set(known))
+    if unknown:
+        _fail(f"{where}: {unknown} are not {method} hyperparameters; known: {list(known)}")
+
+
+def _local_num_layers(spec: Mapping[str, Any]) -> int | None:
+    """``num_hidden_layers`` of a local folder's ``config.json`` (None when it cannot be read yet:
+    the checkpoint stage reports a broken folder with its own message)."""
+    if spec.get("package"):
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(spec["package"].replace("-", "_"))
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.submodule_search_locations:
+            return None
+        folder = Path(next(iter(found.submodule_search_locations))) / spec["path"]
+    else:
+        folder = Path(spec["path"])
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+    n = cfg.get("num_hidden_layers") if isinstance(cfg, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None

@@ -1,0 +1,5 @@
+"""``python -m workflow_scripts.extrapolate``."""
+
+from workflow_scripts.extrapolate.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m workflow_scripts.train``."""
+
+from .cli import main
+
+main()
