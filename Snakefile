@@ -25,6 +25,9 @@ include: "rules/extrapolate.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/report.smk"
+include: "rules/judge.smk"
+include: "rules/mtbench.smk"
+include: "rules/capability.smk"
 
 
 rule all:
@@ -32,3 +35,6 @@ rule all:
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
+        local_judge_targets(),
+        mtbench_targets(),
+        capability_targets(),

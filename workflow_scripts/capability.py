@@ -154,6 +154,39 @@ def evaluate(
     return {"tasks": results, "n_samples": n_samples, "lm_eval_version": importlib.metadata.version("lm_eval")}
 
 
+def capability_file(
+    model_dir: str | Path,
+    out: str | Path,
+    tasks: Mapping[str, int | None],
+    *,
+    world_task_dir: str | Path | None = None,
+    limit: int | None = None,
+    backend: str = "hf",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Run :func:`evaluate` on one checkpoint (building the offline world task first when asked); write ``out``."""
+    include = build_world_task(world_task_dir) if world_task_dir is not None else None
+    result = {
+        "model": str(model_dir),
+        **evaluate(model_dir, tasks, include_path=include, backend=backend, limit=limit, device=device),
+    }
+    write_json(out, result)
+    logger.info("wrote %s", out)
+    return result
+
+
+def capability_job(model_dir: str, out: str, spec: Mapping[str, Any], task_dir: str) -> dict[str, Any]:
+    """The ``capability`` rule: ``evaluation.capability`` of the config on one variant's checkpoint."""
+    return capability_file(
+        model_dir,
+        out,
+        dict(spec["tasks"]),
+        world_task_dir=task_dir if spec.get("world_task") else None,
+        limit=spec.get("limit"),
+        backend=spec.get("backend", "hf"),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m workflow_scripts.capability", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, type=Path, help="checkpoint folder (HF format)")
@@ -172,20 +205,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     for spec in args.task:
         name, _, shots = spec.partition(":")
         tasks[name] = int(shots) if shots else None
-    include = args.include_path
-    if args.world_task_dir is not None:
-        include = build_world_task(args.world_task_dir)
-    result = evaluate(
+    if args.include_path is not None and args.world_task_dir is None:
+        result = evaluate(
+            args.model,
+            tasks,
+            include_path=args.include_path,
+            backend=args.backend,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+        write_json(args.out, {"model": str(args.model), **result})
+        return
+    capability_file(
         args.model,
+        args.out,
         tasks,
-        include_path=include,
-        backend=args.backend,
+        world_task_dir=args.world_task_dir,
         limit=args.limit,
-        batch_size=args.batch_size,
+        backend=args.backend,
         device=args.device,
     )
-    write_json(args.out, {"model": str(args.model), **result})
-    logger.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":

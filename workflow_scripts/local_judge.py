@@ -246,10 +246,31 @@ def judge_outputs(
     return judged
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m workflow_scripts.local_judge``: annotations and win rate of one generation file."""
+def judge_files(
+    model_outputs: str | Path,
+    reference_outputs: str | Path,
+    judge_dir: str | Path,
+    cache: str | Path,
+    out: str | Path,
+    *,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Judge one generation file against a baseline file; write annotations and the win rate to ``out``."""
     from workflow_scripts.metrics import preference_win_rate
 
+    annotations = judge_outputs(read_json(model_outputs), read_json(reference_outputs), judge_dir, Path(cache))
+    result = {
+        "judge": str(judge_dir),
+        "win_rate": preference_win_rate([a["preference"] for a in annotations], n_boot=n_boot),
+        "annotations": annotations,
+    }
+    write_json(out, result)
+    logger.info("wrote %s (win rate %.1f)", out, result["win_rate"]["win_rate"])
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m workflow_scripts.local_judge``: annotations and win rate of one generation file."""
     ap = argparse.ArgumentParser(prog="python -m workflow_scripts.local_judge", description=__doc__.split("\n\n")[0])
     ap.add_argument("--judge", required=True, type=Path, help="judge checkpoint folder (HF format)")
     ap.add_argument("--model-outputs", required=True, type=Path, help="alpaca_eval-style generations .json")
@@ -260,15 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--log", default=None)
     args = ap.parse_args(argv)
     setup_logging(args.log)
-    model_outputs, reference_outputs = read_json(args.model_outputs), read_json(args.reference_outputs)
-    annotations = judge_outputs(model_outputs, reference_outputs, args.judge, args.cache)
-    result = {
-        "judge": str(args.judge),
-        "win_rate": preference_win_rate([a["preference"] for a in annotations], n_boot=args.n_boot),
-        "annotations": annotations,
-    }
-    write_json(args.out, result)
-    logger.info("wrote %s (win rate %.1f)", args.out, result["win_rate"]["win_rate"])
+    judge_files(args.model_outputs, args.reference_outputs, args.judge, args.cache, args.out, n_boot=args.n_boot)
 
 
 if __name__ == "__main__":

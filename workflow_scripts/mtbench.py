@@ -254,6 +254,49 @@ def api_judge_fn(model: str = "gpt-4", env: Mapping[str, str] | None = None) -> 
     return judge
 
 
+def generate_file(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    model_id: str,
+    max_new_tokens: int = 256,
+    limit: int | None = None,
+    questions: Path | None = None,
+) -> None:
+    """Two-turn answers of one checkpoint to the (first ``limit``) MT-Bench questions, FastChat JSONL."""
+    qs = load_questions(questions)
+    qs = qs[:limit] if limit else qs
+    write_jsonl(out, generate_answers(model_dir, qs, model_id=model_id, max_new_tokens=max_new_tokens))
+
+
+def grade_file(
+    answers: str | Path,
+    judge: str,
+    out: str | Path,
+    *,
+    judge_dir: str | Path | None = None,
+    n_runs: int = 1,
+    questions: Path | None = None,
+) -> dict[str, Any]:
+    """Grade one answers file; ``judge`` is ``api:<model>`` (skipped without a key) or a checkpoint
+    (``judge_dir``, default ``judge`` itself). Writes the summary to ``out``, judgments beside it."""
+    out = Path(out)
+    if judge.startswith("api:"):
+        fn = api_judge_fn(judge[4:])
+        if fn is None:
+            logger.warning("MT-Bench judge %s skipped: $OPENAI_API_KEY is not set", judge)
+            result = {"status": "skipped", "reason": "OPENAI_API_KEY is not set", "judge": judge}
+            write_json(out, result)
+            return result
+    else:
+        fn = local_judge_fn(judge_dir or judge)
+    judgments = grade(read_jsonl(answers), load_questions(questions), fn, judge_name=judge, n_runs=n_runs)
+    write_jsonl(out.with_suffix(".judgments.jsonl"), judgments)
+    result = {"status": "ok", "judge": judge, **summarize(judgments)}
+    write_json(out, result)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m workflow_scripts.mtbench generate|grade``."""
     ap = argparse.ArgumentParser(prog="python -m workflow_scripts.mtbench", description=__doc__.split("\n\n")[0])
@@ -274,24 +317,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--log", default=None)
     args = ap.parse_args(argv)
     setup_logging(args.log)
-    questions = load_questions(args.questions)
     if args.cmd == "generate":
-        qs = questions[: args.limit] if args.limit else questions
-        write_jsonl(
-            args.out, generate_answers(args.model, qs, model_id=args.model_id, max_new_tokens=args.max_new_tokens)
+        generate_file(
+            args.model,
+            args.out,
+            model_id=args.model_id,
+            max_new_tokens=args.max_new_tokens,
+            limit=args.limit,
+            questions=args.questions,
         )
-        return
-    if args.judge.startswith("api:"):
-        judge = api_judge_fn(args.judge[4:])
-        if judge is None:
-            logger.warning("MT-Bench judge %s skipped: $OPENAI_API_KEY is not set", args.judge)
-            write_json(args.out, {"status": "skipped", "reason": "OPENAI_API_KEY is not set", "judge": args.judge})
-            return
     else:
-        judge = local_judge_fn(args.judge)
-    judgments = grade(read_jsonl(args.answers), questions, judge, judge_name=args.judge, n_runs=args.n_runs)
-    write_jsonl(args.out.with_suffix(".judgments.jsonl"), judgments)
-    write_json(args.out, {"status": "ok", "judge": args.judge, **summarize(judgments)})
+        grade_file(args.answers, args.judge, args.out, n_runs=args.n_runs, questions=args.questions)
 
 
 if __name__ == "__main__":
