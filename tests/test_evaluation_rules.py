@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import yaml
-from test_workflow import SMALL, make_workdir, planned_jobs, snakemake
+from test_workflow import ROOT, SMALL, make_workdir, planned_jobs, snakemake
 
 
 def _judge_outputs(wd) -> set[str]:
@@ -43,3 +43,22 @@ def test_adding_an_alpha_adds_only_its_judge_job(tmp_path):
     (tmp_path / "b").mkdir()
     after = _judge_outputs(make_workdir(tmp_path / "b", cfg))
     assert len(before) == 2 and after - before == {"results/small/local_judge/eval/dpo/alpha2.json"}
+
+
+def test_experiments_plan_the_new_stages(tmp_path):
+    root = ROOT / "experiments"
+    cfg = yaml.safe_load((root / "zephyr_controlled.yaml").read_text())
+    jobs = planned_jobs(make_workdir(tmp_path, cfg))
+    assert jobs["capability"] >= 3  # sft, aligned and each extrapolation
+    assert set(cfg["evaluation"]["capability"]["tasks"]) == {
+        "arc_challenge",
+        "hellaswag",
+        "mmlu",
+        "truthfulqa_mc2",
+        "winogrande",
+        "gsm8k",
+    }
+    (tmp_path / "s").mkdir()
+    jobs = planned_jobs(make_workdir(tmp_path / "s", yaml.safe_load((root / "smollm2_offline.yaml").read_text())))
+    assert jobs["mtbench_answers"] == jobs["mtbench_grade"] == jobs["capability"] == 7
+    assert jobs["local_judge"] == 5
