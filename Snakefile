@@ -28,6 +28,7 @@ include: "rules/extrapolate.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/report.smk"
+include: "rules/multimodal.smk"
 include: "rules/judge.smk"
 include: "rules/mtbench.smk"
 include: "rules/capability.smk"
@@ -38,6 +39,7 @@ rule all:
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
+        hallucination_targets(),
         local_judge_targets(),
         mtbench_targets(),
         capability_targets(),
