@@ -12,7 +12,7 @@ rule mtbench_answers:
     benchmark:
         f"{R}/benchmarks/mtbench_answers/{{group}}/{{variant}}.tsv"
     conda:
-        f"{ENVS}/generate.yaml"
+        f"{ENVS}/mtbench.yaml"
     resources:
         gpu=1,
     params:
@@ -32,7 +32,7 @@ rule mtbench_grade:
     benchmark:
         f"{R}/benchmarks/mtbench_grade/{{group}}/{{variant}}.tsv"
     conda:
-        f"{ENVS}/generate.yaml"
+        f"{ENVS}/mtbench.yaml"
     resources:
         gpu=1,
     params:
