@@ -30,6 +30,9 @@ include: "rules/score.smk"
 include: "rules/search.smk"
 include: "rules/report.smk"
 include: "rules/multimodal.smk"
+include: "rules/judge.smk"
+include: "rules/mtbench.smk"
+include: "rules/capability.smk"
 
 
 # Seconds of work each: on a cluster they run on the login node instead of waiting in the queue.
@@ -56,3 +59,6 @@ rule all:
         judge_targets(),
         search_report_targets(),
         hallucination_targets(),
+        local_judge_targets(),
+        mtbench_targets(),
+        capability_targets(),

@@ -232,3 +232,32 @@ def alpha_value(wildcards):
 
 def logit_generator_of(wildcards):
     return f"{EXP.name}/{wildcards.pair}/logit{wildcards.alpha}"
+
+
+# ------------------------------------------------------------------ judges, MT-Bench, capability
+
+
+def local_judge_targets():
+    return [f"{R}/local_judge/{ps}/{v.group}/{v.name}.json" for ps, v in EXP.local_judged()]
+
+
+def mtbench_targets():
+    return [f"{R}/mtbench/grade/{v.group}/{v.name}.json" for v in EXP.model_variants()] if EXP.mtbench_spec() else []
+
+
+def capability_targets():
+    return [f"{R}/capability/{v.group}/{v.name}.json" for v in EXP.model_variants()] if EXP.capability_spec() else []
+
+
+def local_judge_inputs(wildcards):
+    return {
+        "generations": L.generation(wildcards.prompt_set, wildcards.group, wildcards.variant),
+        "baseline": L.generation(wildcards.prompt_set, BASE_GROUP, EXP.local_judge_baseline(wildcards.group)),
+        "judge": EXP.model_dir(EXP.local_judge_spec()["model"]),
+    }
+
+
+def mtbench_grade_inputs(wildcards):
+    inputs = {"answers": f"{R}/mtbench/model_answer/{wildcards.group}/{wildcards.variant}.jsonl"}
+    judge_dir = EXP.judge_model_dir(EXP.mtbench_spec()["judge"])
+    return {**inputs, "judge": judge_dir} if judge_dir else inputs

@@ -116,7 +116,16 @@ PUBLISHED_ALPHA = {"dpo_0.05": "25", "dpo_0.1": "8", "dpo_0.2": "2.5", "dpo_0.4"
 
 def test_zephyr_controlled_plan(workflow_copy):
     jobs = plan(workflow_copy, "zephyr_controlled")
-    assert set(jobs) == {"checkpoint_model", "prompt_set", "extrapolate_alpha", "generate", "score", "report"}
+    assert set(jobs) == {
+        "checkpoint_model",
+        "prompt_set",
+        "extrapolate_alpha",
+        "generate",
+        "score",
+        "report",
+        "capability",
+    }
+    assert len(jobs["capability"]) == 6 + 25  # the Open LLM Leaderboard set on every checkpoint-backed variant
     assert jobs["checkpoint_model"] == {
         f"checkpoints/{m}"
         for m in ("zephyr_sft", "zephyr_0.05", "zephyr_0.1", "zephyr_0.2", "zephyr_0.4", "zephyr_dpo", "rm_mistral")

@@ -353,6 +353,53 @@ class Experiment(MultimodalPlanning):
                 for v in self.variants_for(ps):
                     yield ps, v
 
+    def local_judge_spec(self) -> dict[str, Any] | None:
+        return self.evaluation.get("local_judge")
+
+    def local_judged(self) -> Iterator[tuple[str, Variant]]:
+        """Extrapolated variants judged against their pair's aligned model by a local checkpoint."""
+        spec = self.local_judge_spec()
+        if not spec:
+            return
+        for ps in spec.get("prompt_sets") or list(self.prompt_sets):
+            if ps not in self.prompt_sets:
+                _fail(f"evaluation.local_judge.prompt_sets: unknown prompt set {ps!r}")
+            for v in self.variants_for(ps):
+                if v.kind in ("alpha", "scheme"):
+                    yield ps, v
+
+    def local_judge_baseline(self, group: str) -> str:
+        """The aligned model a pair's extrapolations are judged against."""
+        return self.pairs[group]["aligned"]
+
+    def mtbench_spec(self) -> dict[str, Any] | None:
+        return self.evaluation.get("mtbench")
+
+    def mtbench_generation(self) -> dict[str, Any]:
+        """What changes MT-Bench answers (the ``mtbench_answers`` rule's params)."""
+        spec = self.mtbench_spec() or {}
+        return {"max_new_tokens": spec.get("max_new_tokens", 256), "limit": spec.get("limit")}
+
+    def mtbench_grading(self) -> dict[str, Any]:
+        """What changes MT-Bench grades (the ``mtbench_grade`` rule's params)."""
+        spec = self.mtbench_spec() or {}
+        return {"judge": spec.get("judge"), "n_runs": spec.get("n_runs", 1)}
+
+    def capability_spec(self) -> dict[str, Any] | None:
+        return self.evaluation.get("capability")
+
+    def model_variants(self) -> list[Variant]:
+        """Every variant backed by a checkpoint (MT-Bench and capability run on these)."""
+        return [v for v in self.variants() if v.kind != "reference"]
+
+    def judge_model_dir(self, judge: str) -> str | None:
+        """Checkpoint folder of a judge naming a configured model; None for ``api:<model>`` judges."""
+        if judge.startswith("api:"):
+            return None
+        if judge not in self.models:
+            _fail(f"judge {judge!r} is neither a configured model ({sorted(self.models)}) nor api:<model>")
+        return self.model_dir(judge)
+
     # ------------------------------------------------------------------ decoding and the report
 
     def decoding(self) -> dict[str, Any]:

@@ -274,3 +274,37 @@ from .search.jobs import (  # noqa: E402,F401  (the search and logit rules' jobs
     search_report_job,
     search_result_job,
 )
+
+
+def capability_job(smk: Any) -> None:
+    from .capability import capability_job as run
+
+    run(smk.input.model, smk.output[0], dict(smk.params.spec), smk.params.task_dir)
+
+
+def local_judge_job(smk: Any) -> None:
+    from .local_judge import judge_files
+
+    judge_files(
+        smk.input.generations,
+        smk.input.baseline,
+        smk.input.judge,
+        smk.params.cache,
+        smk.output[0],
+        n_boot=smk.params.n_boot,
+    )
+
+
+def mtbench_answers_job(smk: Any) -> None:
+    from .mtbench import generate_file
+
+    generate_file(smk.input.model, smk.output[0], model_id=smk.params.model_id, **smk.params.generation)
+
+
+def mtbench_grade_job(smk: Any) -> None:
+    from .mtbench import grade_file
+
+    grading = smk.params.grading
+    grade_file(
+        smk.input.answers, grading["judge"], smk.output[0], judge_dir=smk.input.get("judge"), n_runs=grading["n_runs"]
+    )
