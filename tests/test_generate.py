@@ -241,6 +241,75 @@ def test_sampling_is_seeded(model_dir):
     assert [r["output"] for r in a] != [r["output"] for r in c]
 
 
+def test_sampled_answers_do_not_depend_on_batch_size_order_or_subset(model_dir):
+    spec = {"preset": "paper", "max_new_tokens": 12}
+    ref = generate(model_dir, PROMPTS, spec, batch_size=32)
+    for bs in (1, 2, 3):
+        assert generate(model_dir, PROMPTS, spec, batch_size=bs) == ref, bs
+    rev = generate(model_dir, PROMPTS[::-1], spec, batch_size=2)
+    assert rev[::-1] == ref
+    assert generate(model_dir, PROMPTS[2:4], spec, batch_size=1) == ref[2:4]
+    assert len({r["output"] for r in ref}) > 1  # really sampled text, not one fixed answer
+
+
+def test_per_prompt_seed_is_a_hash_of_seed_and_id():
+    from workflow_scripts.seeded_sampling import prompt_seed
+
+    assert prompt_seed(42, "p0") == prompt_seed(42, "p0")
+    assert len({prompt_seed(42, "p0"), prompt_seed(42, "p1"), prompt_seed(7, "p0")}) == 3
+    assert 0 <= prompt_seed(42, "x") < 2**63
+
+
+def test_per_row_sampler_draws_from_the_warped_distribution():
+    """With top-k 1 the sampler must pick the argmax; without filters it follows the softmax."""
+    from workflow_scripts.seeded_sampling import PerRowSampler, row_generators, warpers
+
+    scores = torch.tensor([[0.0, 2.0, 1.0, -1.0]] * 2)
+    spec = resolve_decoding({"preset": "paper", "top_k": 1})
+    warped = scores
+    for w in warpers(spec):
+        warped = w(None, warped)
+    out = PerRowSampler(row_generators(42, ["a", "b"], "cpu"))(None, warped)
+    assert out.argmax(-1).tolist() == [1, 1] and torch.isinf(out).sum() == 6
+    sampler = PerRowSampler(row_generators(0, ["a"], "cpu"))
+    draws = [int(sampler(None, scores[:1]).argmax()) for _ in range(4000)]
+    freq = [draws.count(k) / len(draws) for k in range(4)]
+    assert max(abs(f - p) for f, p in zip(freq, torch.softmax(scores[0], -1).tolist())) < 0.03
+
+
+def test_provenance_is_written_beside_the_generations(model_dir, tmp_path):
+    from workflow_scripts.generation_provenance import provenance_path, sha256_file
+
+    out = tmp_path / "gens.json"
+    G.generate_to_file(model_dir, PROMPTS[:2], {"preset": "demo", "max_new_tokens": 4}, out, batch_size=5)
+    prov = json.loads(provenance_path(out).read_text())
+    assert provenance_path(out).name == "gens.json.provenance.json"
+    assert prov["generations_sha256"] == sha256_file(out)
+    assert prov["decoding"] == resolve_decoding({"preset": "demo", "max_new_tokens": 4})
+    assert prov["seed"] == 42 and prov["seeding"].startswith("per-prompt")
+    assert (prov["batch_size"], prov["backend"], prov["device"]) == (5, "hf", "cpu")
+    assert prov["model"]["path"] == str(model_dir.resolve()) and prov["model"]["weight_files"] == ["model.safetensors"]
+    assert "config.json" in prov["model"]["other_files_sha256"]
+    assert set(prov["libraries"]) >= {"python", "torch", "transformers", "tokenizers"}
+    assert prov["prompts"]["n"] == 2 and len(prov["prompts"]["sha256"]) == 64
+    # the weights hash follows the bytes (a rewrite in place with the same size changes it)
+    before = prov["model"]["weights_sha256"]
+    from workflow_scripts.generation_provenance import model_fingerprint
+
+    m = tmp_path / "m"
+    import shutil
+
+    shutil.copytree(model_dir, m)
+    assert model_fingerprint(m)["weights_sha256"] == before
+    w = m / "model.safetensors"
+    raw = bytearray(w.read_bytes())
+    raw[-1] ^= 1
+    w.write_bytes(bytes(raw))
+    assert model_fingerprint(m)["weights_sha256"] != before
+    (m / "manifest.json").write_text(json.dumps({"formula": "theta = theta_aligned + alpha * (x)"}))
+    assert model_fingerprint(m)["weights_hash"].startswith("sha256 of the extrapolation manifest")
+
+
 def test_records_are_valid_alpaca_eval_model_outputs(model_dir, tmp_path):
     import pandas as pd
 
@@ -257,7 +326,8 @@ def test_records_are_valid_alpaca_eval_model_outputs(model_dir, tmp_path):
     assert set(df["finish_reason"]) <= {"stop", "length"}
     assert df["output"].map(lambda s: isinstance(s, str)).all()
     rows = json.loads(out.read_text())
-    assert rows[0]["task"] == {"kind": "list"}  # extra prompt keys pass through
+    # extra prompt keys pass through; nested ones as JSON strings (alpaca_eval hashes its cells)
+    assert rows[0]["task"] == '{"kind": "list"}' and G.record_field(rows[0], "task") == {"kind": "list"}
     assert rows[0]["instruction"] == PROMPTS[0]["instruction"] and rows[0]["id"] == "p0"
 
 

@@ -69,14 +69,13 @@ def train_from_rule(
 def run_generation(
     model_dir: str, prompts: list[dict], decoding: Mapping[str, Any], out: str, *, generator: str
 ) -> None:
-    """Generate answers and write the alpaca_eval `model_outputs` JSON."""
-    from .generate import generate, write_generations
+    """Generate answers and write the alpaca_eval `model_outputs` JSON (and its provenance beside it)."""
+    from .generate import DEFAULT_BATCH_SIZE, generate_to_file
 
     spec = dict(decoding)
     backend = spec.pop("backend", "auto")
-    batch_size = int(spec.pop("batch_size", 32))
-    records = generate(model_dir, prompts, spec, backend=backend, batch_size=batch_size, generator=generator)
-    write_generations(records, out)
+    batch_size = int(spec.pop("batch_size", DEFAULT_BATCH_SIZE))
+    generate_to_file(model_dir, prompts, spec, out, backend=backend, batch_size=batch_size, generator=generator)
 
 
 def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str | None) -> None:
