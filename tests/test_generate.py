@@ -421,3 +421,43 @@ def test_vllm_greedy_matches_hf(model_dir):  # pragma: no cover - GPU only
     assert agree >= len(PROMPTS) - 1  # kernels differ; near-ties may flip one answer
     assert all(set(r) >= {"instruction", "output", "generator", "dataset", "n_tokens", "finish_reason"} for r in vl)
     assert not any(math.isnan(r["n_tokens"]) for r in vl)
+
+
+def test_readme_command_reproduces_the_workflow_answers_byte_for_byte(model_dir, tmp_path):
+    """The `generate` rule's job (stages.generate_job with the default config's params) and the
+    README's "Running a step alone" command write the same bytes, provenance included."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import yaml
+
+    from workflow_scripts import stages
+    from workflow_scripts.common import write_jsonl
+    from workflow_scripts.config_schema import validate_config
+    from workflow_scripts.experiment import Experiment
+    from workflow_scripts.generation_provenance import provenance_path
+
+    root = Path(__file__).resolve().parents[1]
+    exp = Experiment(validate_config(yaml.safe_load((root / "config.yaml").read_text())), check=False)
+    prompts = tmp_path / "prompts" / "eval.jsonl"
+    write_jsonl(prompts, PROMPTS * 1 + [dict(p, id=p["id"] + "b") for p in PROMPTS])
+    generator = f"{exp.name}/dpo_0.1/alpha1"
+    rule_out = tmp_path / "generations" / "eval" / "dpo_0.1" / "alpha1.json"
+    smk = SimpleNamespace(
+        input=SimpleNamespace(model=str(model_dir), prompts=str(prompts)),
+        params=SimpleNamespace(decoding=exp.decoding(), generator=generator),
+        output=[str(rule_out)],
+    )
+    stages.generate_job(smk)
+    readme = (root / "README.md").read_text()
+    assert "python -m workflow_scripts.generate --model results/demo/extrapolated/dpo_0.1/alpha1 " in readme
+    cli_out = tmp_path / "gens.json"
+    cmd = [sys.executable, "-m", "workflow_scripts.generate", "--model", str(model_dir), "--prompts", str(prompts)]
+    cmd += ["--out", str(cli_out), "--generator", generator]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert cli_out.read_bytes() == rule_out.read_bytes()
+    assert provenance_path(cli_out).read_bytes() == provenance_path(rule_out).read_bytes()
+    assert json.loads(provenance_path(cli_out).read_text())["decoding"]["preset"] == exp.decoding()["preset"]
