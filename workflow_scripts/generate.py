@@ -44,7 +44,8 @@ from .decoding import (
 )
 from .generation_provenance import build_provenance, write_provenance
 from .model_kind import require_model_kind
-from .seeded_sampling import SEEDING, PerRowSampler, prompt_seed, row_generators, warpers
+from .records import flat_value, record_field
+from .seeded_sampling import SEEDING, per_prompt_seeding, prompt_seed, seeded_processors
 
 log = logging.getLogger(__name__)
 
@@ -221,29 +222,6 @@ def _record(
     return rec
 
 
-def flat_value(value: Any) -> Any:
-    """A prompt's extra value as a generation record holds it: nested values as a JSON string.
-
-    alpaca_eval puts records in a data frame and de-duplicates rows, which fails on unhashable
-    cells (a ``task`` dict raises ``TypeError: unhashable type: 'dict'``); a JSON string keeps the
-    data and the format. Readers decode it with :func:`record_field`.
-    """
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return value
-
-
-def record_field(record: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """A nested extra of a generation record (a JSON string there, a dict/list in a prompt set)."""
-    value = record.get(key, default)
-    if isinstance(value, str) and value[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 # --------------------------------------------------------------------------------------------
 # Backends
 # --------------------------------------------------------------------------------------------
@@ -302,7 +280,7 @@ def _generate_hf(
     model.generation_config = GenerationConfig(
         eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id
     )
-    per_row = decoding["do_sample"] and decoding["seed"] is not None
+    per_row = per_prompt_seeding(decoding)
     # Per-prompt seeds: greedy `generate` over the library's warpers plus a per-row sampler
     # (workflow_scripts.seeded_sampling), so no answer depends on its batch.
     gen_kwargs = hf_generation_kwargs(dict(decoding, do_sample=False) if per_row else decoding)
@@ -331,9 +309,7 @@ def _generate_hf(
                     decoding["presence_penalty"], decoding["frequency_penalty"], input_ids.shape[1]
                 )
             )
-        if per_row:
-            processors += warpers(decoding)
-            processors.append(PerRowSampler(row_generators(decoding["seed"], [ids[i] for i in idx], dev)))
+        processors += seeded_processors(decoding, [ids[i] for i in idx], dev)
         from transformers import LogitsProcessorList
 
         with torch.inference_mode():
@@ -482,7 +458,7 @@ def _generate(
         n_len,
         sum(r["n_tokens"] for r in recs) / len(recs),
     )
-    seeded = decoding["do_sample"] and decoding["seed"] is not None
+    seeded = per_prompt_seeding(decoding)
     provenance = build_provenance(
         model_dir=model_dir,
         prompts=prompts,

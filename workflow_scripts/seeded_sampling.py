@@ -86,3 +86,16 @@ def row_generators(seed: int, prompt_ids: Sequence[str], device: str) -> list[to
     import torch
 
     return [torch.Generator(device=device).manual_seed(prompt_seed(seed, pid)) for pid in prompt_ids]
+
+
+def per_prompt_seeding(decoding: Mapping[str, Any]) -> bool:
+    """Sampling with a seed: answers are drawn with :class:`PerRowSampler` (``generate`` runs greedy)."""
+    return bool(decoding["do_sample"]) and decoding["seed"] is not None
+
+
+def seeded_processors(decoding: Mapping[str, Any], prompt_ids: Sequence[str], device: str) -> list:
+    """The processors that end a batch's list under :func:`per_prompt_seeding` (else none): the
+    library's warpers, then one sampler whose rows are seeded from ``prompt_ids`` (the batch's rows)."""
+    if not per_prompt_seeding(decoding):
+        return []
+    return [*warpers(decoding), PerRowSampler(row_generators(decoding["seed"], prompt_ids, device))]
