@@ -461,3 +461,51 @@ def test_readme_command_reproduces_the_workflow_answers_byte_for_byte(model_dir,
     assert cli_out.read_bytes() == rule_out.read_bytes()
     assert provenance_path(cli_out).read_bytes() == provenance_path(rule_out).read_bytes()
     assert json.loads(provenance_path(cli_out).read_text())["decoding"]["preset"] == exp.decoding()["preset"]
+
+
+def test_generation_file_passes_alpaca_eval_evaluate_with_the_offline_test_annotator(model_dir, tmp_path):
+    """alpaca_eval's own `evaluate` on a demo-world generation file (nested `task`, world ids) against
+    a reference file, judged by alpaca_eval's `test_completions` (offline, a fixed verdict)."""
+    from pathlib import Path
+
+    import yaml
+
+    ae_main = pytest.importorskip("alpaca_eval.main")
+    from workflow_scripts.common import write_json
+    from workflow_scripts.world.tasks import build_world, correct_answer, gold_reward
+
+    pkg = Path(ae_main.__file__).parent
+    world = build_world(0, 0, 0, 12, 0)["eval"]
+    prompts = [dict(p) for p in {p["instruction"]: p for p in world}.values()]  # the prompt set's unique rule
+    gens = tmp_path / "gens.json"
+    G.generate_to_file(model_dir, prompts, {"preset": "demo", "max_new_tokens": 6}, gens, generator="demo/sft")
+    import random
+
+    rng = random.Random(0)
+    ref = [dict(p, task=json.dumps(p["task"]), output=correct_answer(p["task"], rng), generator="oracle") for p in prompts]
+    write_json(tmp_path / "ref.json", ref)
+    config = {
+        "offline_test": {
+            "prompt_template": str(pkg / "evaluators_configs/text_davinci_003/basic_prompt.txt"),
+            "fn_completions": "test_completions",
+            "completions_kwargs": {"model_name": "test", "value": "Output (b)"},
+            "completion_parser_kwargs": {"outputs_to_match": {1: r"(?:^|\n) ?Output \(a\)", 2: r"(?:^|\n) ?Output \(b\)"}},
+            "batch_size": 1,
+        }
+    }
+    (tmp_path / "annotator.yaml").write_text(yaml.safe_dump(config))
+    board, annotations = ae_main.evaluate(
+        model_outputs=str(gens),
+        reference_outputs=str(tmp_path / "ref.json"),
+        annotators_config=str(tmp_path / "annotator.yaml"),
+        output_path=str(tmp_path / "ae"),
+        precomputed_leaderboard=None,
+        is_return_instead_of_print=True,
+        fn_metric="get_winrate",
+        sort_by="win_rate",
+    )
+    assert board.loc["demo/sft", "n_total"] == len(prompts) == len(annotations)  # one pair per prompt
+    assert 0 <= board.loc["demo/sft", "win_rate"] <= 100
+    rows = json.loads(gens.read_text())
+    assert all(isinstance(r["task"], str) for r in rows)
+    assert [gold_reward(r) for r in ref] == [1.0] * len(ref)  # the world's gold reward reads the flat field
