@@ -24,8 +24,8 @@ import pytest
 from conftest import make_tiny_llama
 
 from workflow_scripts import checkpoints, generate, prompts, score, train
-from workflow_scripts.extrapolate import main as extrapolate_main
 from workflow_scripts.common import StageParser, run_cli
+from workflow_scripts.extrapolate import main as extrapolate_main
 
 # ------------------------------------------------------------------------------ fixtures
 
@@ -342,7 +342,10 @@ CASES: dict[str, tuple[Callable[[Env], tuple], str]] = {
     "extrapolate_alpha_nan": (lambda e: _extrapolate(e, "--alpha", "nan"), r"α must be finite, got nan"),
     "extrapolate_alpha_inf": (lambda e: _extrapolate(e, "--alpha", "-inf"), r"α must be finite, got -inf"),
     "extrapolate_malicious_pickle_allowed": (_extrapolate_pickle, r"refused to unpickle a weights file"),
-    "extrapolate_out_is_a_user_folder": (_extrapolate_into_user_folder, r"alpha exists and was not written by this workflow"),
+    "extrapolate_out_is_a_user_folder": (
+        _extrapolate_into_user_folder,
+        r"alpha exists and was not written by this workflow",
+    ),
     # training data
     "preference_data_missing_chosen": (_pref_missing_chosen, r"chosen"),
     "dpo_base_is_a_reward_model": (_dpo_on_reward_model, r"without a language-model head"),

@@ -482,14 +482,18 @@ def test_generation_file_passes_alpaca_eval_evaluate_with_the_offline_test_annot
     import random
 
     rng = random.Random(0)
-    ref = [dict(p, task=json.dumps(p["task"]), output=correct_answer(p["task"], rng), generator="oracle") for p in prompts]
+    ref = [
+        dict(p, task=json.dumps(p["task"]), output=correct_answer(p["task"], rng), generator="oracle") for p in prompts
+    ]
     write_json(tmp_path / "ref.json", ref)
     config = {
         "offline_test": {
             "prompt_template": str(pkg / "evaluators_configs/text_davinci_003/basic_prompt.txt"),
             "fn_completions": "test_completions",
             "completions_kwargs": {"model_name": "test", "value": "Output (b)"},
-            "completion_parser_kwargs": {"outputs_to_match": {1: r"(?:^|\n) ?Output \(a\)", 2: r"(?:^|\n) ?Output \(b\)"}},
+            "completion_parser_kwargs": {
+                "outputs_to_match": {1: r"(?:^|\n) ?Output \(a\)", 2: r"(?:^|\n) ?Output \(b\)"}
+            },
             "batch_size": 1,
         }
     }

@@ -44,7 +44,7 @@ from .decoding import (
 )
 from .generation_provenance import build_provenance, write_provenance
 from .model_kind import require_model_kind
-from .records import flat_value, record_field
+from .records import flat_value
 from .seeded_sampling import SEEDING, per_prompt_seeding, prompt_seed, seeded_processors
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,6 @@ from typing import Any
 
 from .common import format_alpha, pick_device, setup_logging
 from .decoding import PresenceFrequencyPenaltyLogitsProcessor, hf_generation_kwargs, resolve_decoding
-from .seeded_sampling import per_prompt_seeding, seeded_processors
 from .generate import (
     _check_prompts,
     _load_tokenizer,
@@ -40,6 +39,7 @@ from .generate import (
     render_prompt_ids,
     write_generations,
 )
+from .seeded_sampling import per_prompt_seeding, seeded_processors
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ def generate_logit_extrapolated(
     """Answer every prompt with logit extrapolation of (``sft_dir`` → ``aligned_dir``) at ``alpha``.
 
     Same contract as :func:`workflow_scripts.generate.generate` (records in the prompts' order,
-    batching by length, answers independent of batching: per-prompt seeds); Hugging Face backend only (vLLM has no two-model decoding).
+    batching by length, answers independent of batching: per-prompt seeds); Hugging Face backend
+    only (vLLM has no two-model decoding).
     """
     import torch
     from tqdm.auto import tqdm
@@ -183,7 +184,9 @@ def generate_logit_extrapolated(
                 input_ids=input_ids,
                 attention_mask=mask,
                 generation_config=gen_config,
-                logits_processor=_processors(decoding, sft, alpha, input_ids, mask, [prompts[i] for i in idx], idx, dev),
+                logits_processor=_processors(
+                    decoding, sft, alpha, input_ids, mask, [prompts[i] for i in idx], idx, dev
+                ),
             )
         for row, i in zip(out[:, input_ids.shape[1] :].tolist(), idx):
             results[i] = _answer(tok, prompts[i], i, row, eos_set, generator)

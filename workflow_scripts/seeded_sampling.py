@@ -55,9 +55,7 @@ class PerRowSampler:
         if scores.shape[0] != len(self.generators):
             raise RuntimeError(f"PerRowSampler built for {len(self.generators)} rows got {scores.shape[0]}")
         probs = torch.softmax(scores.float(), dim=-1)
-        picked = torch.stack(
-            [torch.multinomial(probs[r], 1, generator=g)[0] for r, g in enumerate(self.generators)]
-        )
+        picked = torch.stack([torch.multinomial(probs[r], 1, generator=g)[0] for r, g in enumerate(self.generators)])
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, picked[:, None], 0.0)
         return out

@@ -37,7 +37,8 @@ def diagnostics(
         flags.append(answer_flags(rec["instruction"], rec["output"]))
     boot = {"n_boot": n_boot, "seed": seed}
     # prompts whose instruction the generation stage cut to fit the model's positions
-    out: dict[str, Any] = {"n": len(records), "prompts_truncated": sum(bool(r.get("prompt_truncated_tokens")) for r in records)}
+    n_cut = sum(bool(r.get("prompt_truncated_tokens")) for r in records)
+    out: dict[str, Any] = {"n": len(records), "prompts_truncated": n_cut}
 
     n_tokens = [rec.get("n_tokens") for rec in records]
     if all(t is not None for t in n_tokens):
