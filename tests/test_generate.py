@@ -17,6 +17,7 @@ from workflow_scripts.decoding import (
     vllm_sampling_kwargs,
 )
 from workflow_scripts.generate import generate, render_prompt_ids, write_generations
+from workflow_scripts.records import record_field
 
 PROMPTS = [
     {"id": "p0", "instruction": "list three colors", "dataset": "toy", "task": {"kind": "list"}},
@@ -327,7 +328,7 @@ def test_records_are_valid_alpaca_eval_model_outputs(model_dir, tmp_path):
     assert df["output"].map(lambda s: isinstance(s, str)).all()
     rows = json.loads(out.read_text())
     # extra prompt keys pass through; nested ones as JSON strings (alpaca_eval hashes its cells)
-    assert rows[0]["task"] == '{"kind": "list"}' and G.record_field(rows[0], "task") == {"kind": "list"}
+    assert rows[0]["task"] == '{"kind": "list"}' and record_field(rows[0], "task") == {"kind": "list"}
     assert rows[0]["instruction"] == PROMPTS[0]["instruction"] and rows[0]["id"] == "p0"
 
 
