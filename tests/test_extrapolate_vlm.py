@@ -112,9 +112,9 @@ def test_plain_scheme_on_a_vlm_is_refused_with_one_line(llava_pair, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 2
-    errors = [ln for ln in r.stderr.splitlines() if " ERROR " in ln]
-    assert len(errors) == 1 and "vision-language" in errors[0] and "components" in errors[0]
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "vision-language" in last and "components" in last
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
 
 

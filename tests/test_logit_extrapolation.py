@@ -10,6 +10,7 @@ import torch
 
 from workflow_scripts.generate import _load_tokenizer, generate, render_prompt_ids
 from workflow_scripts.logit_extrapolation import generate_logit_extrapolated
+from workflow_scripts.records import record_field
 
 PROMPTS = [
     {"id": "p0", "instruction": "list three colors", "dataset": "toy", "task": {"kind": "list"}},
@@ -42,7 +43,7 @@ def test_alpha_zero_is_the_aligned_model_and_minus_one_the_sft_model(pair):
     assert _strip(at0) == _strip(generate(aligned, PROMPTS, GREEDY, backend="hf", batch_size=3))
     assert _strip(at_minus1) == _strip(generate(sft, PROMPTS, GREEDY, backend="hf", batch_size=3))
     assert [r["output"] for r in at0] != [r["output"] for r in at_minus1]  # the two models do differ
-    assert at0[0]["generator"] == "aligned+logit0" and at0[0]["task"] == {"kind": "list"}
+    assert at0[0]["generator"] == "aligned+logit0" and record_field(at0[0], "task") == {"kind": "list"}
 
 
 def _reference_greedy(a, s, tok, alpha: float, instruction: str, n: int) -> list[int]:

@@ -408,7 +408,9 @@ def _records():
 
 def test_diagnostics_values():
     d = diagnostics(_records(), n_boot=200)
-    assert d["n"] == 4
+    assert d["n"] == 4 and d["prompts_truncated"] == 0
+    cut = [dict(r, prompt_truncated_tokens=5) if i == 1 else r for i, r in enumerate(_records())]
+    assert diagnostics(cut, n_boot=10)["prompts_truncated"] == 1
     assert d["mean_tokens"] == pytest.approx((8 + 0 + 7 + 64) / 4)
     assert d["median_tokens"] == pytest.approx(7.5)
     assert d["mean_words"] == pytest.approx((6 + 0 + 6 + 60) / 4)

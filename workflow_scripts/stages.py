@@ -93,12 +93,12 @@ def _train_image(inputs: Mapping[str, str], data, out: str, params: Mapping[str,
 def run_generation(
     model_dir: str, prompts: list[dict], decoding: Mapping[str, Any], out: str, *, generator: str
 ) -> None:
-    """Generate answers and write the alpaca_eval `model_outputs` JSON."""
-    from .generate import generate, write_generations
+    """Generate answers and write the alpaca_eval `model_outputs` JSON (and its provenance beside it)."""
+    from .generate import DEFAULT_BATCH_SIZE, generate_to_file, write_generations
 
     spec = dict(decoding)
     backend = spec.pop("backend", "auto")
-    batch_size = int(spec.pop("batch_size", 32))
+    batch_size = int(spec.pop("batch_size", DEFAULT_BATCH_SIZE))
     from .multimodal import is_vlm_folder
 
     if is_vlm_folder(model_dir):
@@ -106,10 +106,9 @@ def run_generation(
 
         if backend == "vllm":
             raise ValueError("decoding.backend vllm: vision-language checkpoints are answered by the hf backend")
-        records = generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size)
+        write_generations(generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size), out)
     else:
-        records = generate(model_dir, prompts, spec, backend=backend, batch_size=batch_size, generator=generator)
-    write_generations(records, out)
+        generate_to_file(model_dir, prompts, spec, out, backend=backend, batch_size=batch_size, generator=generator)
 
 
 def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str | None) -> None:

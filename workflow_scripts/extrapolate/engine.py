@@ -8,13 +8,7 @@ from pathlib import Path
 
 from workflow_scripts.common import atomic_dir, write_json
 from workflow_scripts.extrapolate.manifest import build_manifest, copy_aux_files, describe_inputs
-from workflow_scripts.extrapolate.outputs import (
-    check_out_target,
-    finish_temp,
-    mark_temp,
-    remove_stale_temps,
-    signals_as_exceptions,
-)
+from workflow_scripts.extrapolate.outputs import check_out_target, finish_temp
 from workflow_scripts.extrapolate.pipeline import CHUNK_ELEMS, default_workers, run_pipeline
 from workflow_scripts.extrapolate.plan import Plan, plan
 from workflow_scripts.extrapolate.reader import SAFE_INDEX, load_checkpoint
@@ -65,9 +59,7 @@ def extrapolate(
         "aligned": describe_inputs(aligned, hash_weights=hash_inputs),
     }
 
-    with signals_as_exceptions():
-        remove_stale_temps(out)
-        manifest = _write(p, scheme, sck, ack, out, inputs, (chunk_elems, workers), t0)
+    manifest = _write(p, scheme, sck, ack, out, inputs, (chunk_elems, workers), t0)  # atomic_dir: temps, signals
     if manifest.get("zero_delta_components"):
         log.info("components with Δ ≡ 0 (frozen or unused in training): %s", manifest["zero_delta_components"])
     log.info("wrote %s in %.1f s", out, manifest["elapsed_s"])
@@ -79,7 +71,6 @@ def _write(p: Plan, scheme, sck, ack, out: Path, inputs: dict, sizes: tuple[int,
     then rename it to ``out`` (nothing that looks finished exists before the rename)."""
     chunk_elems, workers = sizes
     with atomic_dir(out) as tmp:
-        mark_temp(tmp)
         sck.open()
         ack.open()
         try:

@@ -25,6 +25,7 @@ DIAG_COLUMNS = [
     "repetitive_rate",
     "distinct_2",
     "repeated_ngram_ratio",
+    "prompts_truncated",
 ]
 """Per-variant diagnostics copied from :func:`~workflow_scripts.metrics.diagnostics` (with CIs)."""
 

@@ -35,7 +35,7 @@ RESULT_COLUMNS = [
 ]
 PER_PROMPT_COLUMNS = [*IDENTITY_COLUMNS, "prompt_id", "metric", "reward_model", "value", "unit"]
 
-DIAG_UNITS = {"mean_tokens": "tokens"}
+DIAG_UNITS = {"mean_tokens": "tokens", "prompts_truncated": "prompts"}
 """Units of the diagnostic columns other than ``fraction``."""
 
 ANSWER_FLAGS = ("truncated", "empty", "restating", "restating_only", "repetitive")
