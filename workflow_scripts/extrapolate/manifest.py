@@ -7,6 +7,7 @@ schemes should be chosen from (:mod:`workflow_scripts.delta_report`).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import math
@@ -28,6 +29,28 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgp
 WEIGHT_INDEXES = (".safetensors.index.json", ".bin.index.json")
 SMALL_FILE_HASH_LIMIT = 64 * 2**20
 """Non-weight files below this size are always hashed in the manifest (cheap, and they change)."""
+TRAINING_ARTIFACTS = (
+    "README.md",  # the aligned model's card: the output gets its own (workflow_scripts.model_card)
+    "source.json",  # the checkpoint stage's record of where the aligned folder came from
+    "trainer_state.json",
+    "training_args*",
+    "optimizer*",
+    "scheduler*",
+    "scaler*",
+    "rng_state*",
+    "adapter_config.json",
+    "adapter_model*",
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "training_manifest.json",
+    "training_history.csv",
+    "events.out.tfevents*",
+    "*.log",
+)
+"""Files of the aligned folder that describe its training, not the model: never copied, so the
+output cannot pass for the aligned model. Config, tokenizer, generation config, chat template,
+processor files (and custom code) are copied."""
 
 
 def _is_weight_file(name: str) -> bool:
@@ -49,21 +72,39 @@ def _revision(path: Path) -> str | None:
 
 
 def describe_inputs(path: Path, *, hash_weights: bool = False) -> dict:
-    """Paths, sizes and hashes of a model folder's files (weights hashed only on request: slow)."""
+    """Identity (name, Hub repo, revision), path, sizes and hashes of a model folder's files
+    (weights hashed only on request: slow)."""
+    from workflow_scripts.model_card import identify
+
     files = []
     for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
         entry: dict[str, Any] = {"name": f.name, "bytes": f.stat().st_size}
         if (not _is_weight_file(f.name) and entry["bytes"] <= SMALL_FILE_HASH_LIMIT) or hash_weights:
             entry["sha256"] = _sha256(f)
         files.append(entry)
-    return {"path": str(path.resolve()), "revision": _revision(path), "files": files}
+    ident = identify(path)
+    return {
+        "name": ident["name"],
+        "repo": ident["repo"],
+        "path": str(path.resolve()),
+        "revision": _revision(path) or ident["revision"],
+        "files": files,
+    }
+
+
+def is_training_artifact(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pat) for pat in TRAINING_ARTIFACTS)
 
 
 def copy_aux_files(aligned: Path, out: Path) -> list[str]:
-    """Copy config, tokenizer, chat template, generation config… (everything that is not weights)."""
+    """Copy config, tokenizer, chat template, generation config, processor files… (everything
+    that is neither weights nor a training artifact)."""
     copied = []
     for f in sorted(aligned.iterdir()):
         if f.name.startswith(".") or f.name == "manifest.json" or _is_weight_file(f.name):
+            continue
+        if is_training_artifact(f.name):
+            log.info("not copying %s of the aligned model (a training artifact)", f.name)
             continue
         if f.is_file():
             shutil.copy2(f, out / f.name)
