@@ -25,6 +25,7 @@ include: "rules/extrapolate.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/report.smk"
+include: "rules/cards.smk"
 
 
 rule all:
@@ -32,3 +33,4 @@ rule all:
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
+        all_cards(),

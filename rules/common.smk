@@ -67,6 +67,10 @@ def all_manifests():
     return [L.manifest(v.group, v.name) for v in EXP.extrapolations()]
 
 
+def all_cards():
+    return [L.card(v.group, v.name) for v in EXP.extrapolations()]
+
+
 def all_training_records():
     return [L.trained(m) for m in EXP.training_records()]
 
