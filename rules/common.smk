@@ -135,7 +135,11 @@ def score_gpu(wildcards):
 
 
 def model_spec_of(wildcards):
-    return EXP.model_spec(wildcards.model)
+    return EXP.checkpoint_spec(wildcards.model)
+
+
+def checkpoint_inputs(wildcards):
+    return EXP.checkpoint_inputs(wildcards.model)
 
 
 def alpha_of(wildcards):

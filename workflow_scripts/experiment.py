@@ -103,6 +103,22 @@ class Experiment:
             return self.layout.trained(key)
         return self.layout.checkpoint(key)
 
+    def adapter_base(self, key: str) -> str | None:
+        """The model key a PEFT adapter source is merged into (``adapter_of``), None for full models."""
+        return self.model_spec(key).get("adapter_of")
+
+    def checkpoint_spec(self, key: str) -> Mapping[str, Any]:
+        """The checkpoint stage's spec: the model entry, plus the base folder for an adapter (the
+        entry unchanged for every other model, so finished checkpoint jobs keep their params)."""
+        base = self.adapter_base(key)
+        spec = self.model_spec(key)
+        return spec if base is None else {**spec, "base_dir": self.model_dir(base)}
+
+    def checkpoint_inputs(self, key: str) -> dict[str, str]:
+        """An adapter's checkpoint job needs its base model's folder; other sources need nothing."""
+        base = self.adapter_base(key)
+        return {} if base is None else {"base": self.model_dir(base)}
+
     def downloaded_models(self) -> list[str]:
         return [k for k, s in self.models.items() if s["source"] in ("hub", "gguf", "local")]
 
@@ -119,6 +135,11 @@ class Experiment:
         """Decoder depth when it is known before anything runs: a world architecture, a trained
         model's base, or a local folder's ``config.json``; None for hub and GGUF checkpoints."""
         spec = self.model_spec(key)
+        if "adapter_of" in spec:
+            base = spec["adapter_of"]
+            if base in _seen | {key}:
+                _fail(f"model {key!r}: adapter bases form a cycle ({sorted(_seen | {key})})")
+            return self.model_num_layers(base, _seen | {key})
         if spec["source"] == "local":
             return _local_num_layers(spec)
         if spec["source"] != "train":
@@ -376,6 +397,11 @@ class Experiment:
 
     def _check_models(self) -> None:
         for key, spec in self.models.items():
+            if "adapter_of" in spec:
+                if spec["source"] not in ("hub", "local"):
+                    _fail(f"model {key!r}: adapter_of needs a hub or local adapter, not source {spec['source']!r}")
+                self.model_spec(spec["adapter_of"])
+                self.model_num_layers(key)  # a cycle of adapter bases fails here
             if spec["source"] != "train":
                 continue
             self.dataset_spec(spec["data"])
@@ -392,6 +418,12 @@ class Experiment:
             for side in ("sft", "aligned"):
                 if p[side] not in self.models:
                     _fail(f"pair {pair!r}: {side} model {p[side]!r} is not defined under `models`")
+            base = self.adapter_base(p["aligned"])
+            if base is not None and base != p["sft"]:
+                _fail(
+                    f"pair {pair!r}: aligned model {p['aligned']!r} is an adapter over {base!r}, not over the "
+                    f"pair's SFT model {p['sft']!r}; Δ = θ_aligned − θ_sft needs the adapter's own base"
+                )
             self.pair_schemes(pair)
 
     def _check_schemes(self) -> None:

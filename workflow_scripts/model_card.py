@@ -48,6 +48,9 @@ def identify(folder: str | Path) -> dict[str, str | None]:
         rec = json.loads((folder / "source.json").read_text(encoding="utf-8"))
         if rec.get("kind") == "hub":
             repo, revision = rec.get("repo"), rec.get("commit")
+        elif rec.get("kind") == "adapter":  # a PEFT adapter merged into its base: named by the adapter
+            repo, revision = rec["adapter"].get("repo"), rec["adapter"].get("commit")
+            folder = Path(rec["adapter"].get("path") or folder)
         elif rec.get("kind") == "local":
             folder = Path(rec.get("path") or folder)
     except (OSError, ValueError, AttributeError):
