@@ -66,6 +66,7 @@ class Experiment:
         "_check_world",
         "_check_models",
         "_check_pairs",
+        "_check_vlm_pairs",
         "_check_schemes",
         "_check_reward_models",
         "_check_prompt_sets",
@@ -150,6 +151,23 @@ class Experiment:
         if spec["base"] in seen:
             _fail(f"model {key!r}: training bases form a cycle ({sorted(seen)})")
         return self.model_num_layers(spec["base"], seen)
+
+    def model_is_multimodal(self, key: str, _seen: frozenset[str] = frozenset()) -> bool | None:
+        """True for a vision-language model when that is known before anything runs (a local
+        folder's ``config.json`` has a ``vision_config``; a trained model or an adapter inherits
+        its base's answer; ``modality: image`` training; a ``compose`` source), None when unknown."""
+        spec = self.model_spec(key)
+        if spec["source"] == "compose" or spec.get("modality") == "image":
+            return True
+        base = spec.get("adapter_of") or (spec.get("base") if spec["source"] == "train" else None)
+        if base is not None and base not in _seen:
+            return self.model_is_multimodal(base, _seen | {key})
+        if spec["source"] == "train" and "init" in spec:
+            return False
+        if spec["source"] == "local" and "adapter_of" not in spec:
+            cfg = _local_config(spec)
+            return None if cfg is None else isinstance(cfg.get("vision_config"), dict)
+        return None
 
     # ------------------------------------------------------------------ pairs, α and schemes
 
@@ -426,6 +444,21 @@ class Experiment:
                 )
             self.pair_schemes(pair)
 
+    def _check_vlm_pairs(self) -> None:
+        """A vision-language pair is extrapolated only with α per component: with a plain α the
+        engine would count vision layers as decoder layers (it refuses such a job; this says so
+        before any job runs)."""
+        for pair, p in self.pairs.items():
+            if p.get("components") or not self.model_is_multimodal(p["sft"]):
+                continue
+            plain = [s for s in self.pair_schemes(pair) if "components" not in self.scheme_spec(s)]
+            what = f"its α sweep and schemes {plain}" if plain else "its α sweep"
+            _fail(
+                f"pair {pair!r}: SFT model {p['sft']!r} is a vision-language model, and {what} would treat "
+                "vision-tower layers as decoder layers; set the pair's `components:` (e.g. {vision_tower: 0, "
+                "multi_modal_projector: 0}) so the sweep moves only the language model"
+            )
+
     def _check_schemes(self) -> None:
         from .schemes import Scheme
 
@@ -503,6 +536,16 @@ def _check_hparams(where: str, method: str, hp: Mapping[str, Any]) -> None:
 def _local_num_layers(spec: Mapping[str, Any]) -> int | None:
     """``num_hidden_layers`` of a local folder's ``config.json`` (None when it cannot be read yet:
     the checkpoint stage reports a broken folder with its own message)."""
+    cfg = _local_config(spec)
+    if cfg is None:
+        return None
+    cfg = cfg.get("text_config", cfg)
+    n = cfg.get("num_hidden_layers") if isinstance(cfg, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def _local_config(spec: Mapping[str, Any]) -> dict | None:
+    """A local folder's ``config.json``, or None when it cannot be read (yet)."""
     if spec.get("package"):
         import importlib.util
 
@@ -519,6 +562,4 @@ def _local_num_layers(spec: Mapping[str, Any]) -> int | None:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
-    n = cfg.get("num_hidden_layers") if isinstance(cfg, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    return cfg if isinstance(cfg, dict) else None
