@@ -163,3 +163,11 @@ def test_dry_run_merges_the_adapter_after_its_base_is_trained(tmp_path):
     out = snakemake(wd, "-n", "-p", "results/small/extrapolated/lora/alpha1").stdout
     job = out.split("rule checkpoint_model:", 1)[1].split("\n\n", 1)[0]
     assert "input: results/small/trained/sft" in job and "output: results/small/checkpoints/lora" in job
+
+
+def test_hub_adapter_offline_and_not_cached_says_how_to_predownload(sft, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    spec = {"source": "hub", "repo": "org/dpo-lora", "revision": "main", "adapter_of": "sft", "base_dir": str(sft)}
+    with pytest.raises(CheckpointError, match=r"org/dpo-lora@main: HF_HUB_OFFLINE is set.*hf download org/dpo-lora"):
+        materialize(spec, tmp_path / "o")

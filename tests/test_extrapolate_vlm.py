@@ -115,7 +115,8 @@ def test_delta_report_has_a_row_per_component_and_layer(llava_pair, tmp_path):
     assert df[df.component == "vision_tower"].zero_delta.all()
     assert not layers[layers.component == "language_model"].zero_delta.any()  # (random norms are all ones: Δ = 0)
     lm = m["components"]["language_model"]["layers"]
-    assert layers[layers.component == "language_model"].rel_delta.tolist() == pytest.approx([e["rel_delta"] for e in lm])
+    got = layers[layers.component == "language_model"].rel_delta.tolist()
+    assert got == pytest.approx([e["rel_delta"] for e in lm])
     assert plot_delta(df, tmp_path / "d.png").stat().st_size > 0
 
 
@@ -228,8 +229,11 @@ def test_vlm_pair_without_components_is_refused_when_the_dag_is_built(llava_pair
     }
     cfg["pairs"] = {"dpo": {"sft": "sft", "aligned": "dpo"}, "lora": {"sft": "sft", "aligned": "lora"}}
     bad = validate_config(copy.deepcopy(cfg))
-    with pytest.raises(ConfigError, match=r"pair 'dpo': SFT model 'sft' is a vision-language model, and its α sweep and "
-                       r"schemes \['thirds'\] would treat vision-tower layers as decoder layers; set the pair's"):  # fmt: skip
+    msg = (
+        r"pair 'dpo': SFT model 'sft' is a vision-language model, and its α sweep and schemes \['thirds'\] "
+        r"would treat vision-tower layers as decoder layers; set the pair's"
+    )
+    with pytest.raises(ConfigError, match=msg):
         Experiment(bad)
     for p in cfg["pairs"].values():
         p["components"] = dict(LLM_ONLY)

@@ -116,9 +116,8 @@ def test_card_with_results_from_the_wide_summary(pair, tmp_path):
         ("eval", "gold", 0.61),
         ("eval", "gold_win_rate", 0.7),
     }
-    card_path = card_from_report(
-        out / "manifest.json", table, tmp_path / "cards" / "dpo" / "alpha0.5" / "README.md", pair="dpo", variant="alpha0.5"
-    )
+    dest = tmp_path / "cards" / "dpo" / "alpha0.5" / "README.md"
+    card_path = card_from_report(out / "manifest.json", table, dest, pair="dpo", variant="alpha0.5")
     card = ModelCard.load(card_path)
     assert card.data.base_model == ["org/the-sft", "org/the-aligned"]
     assert card.data.model_name == "expo-dpo-alpha0.5"
@@ -134,8 +133,10 @@ def test_card_from_a_long_results_table(pair, tmp_path):
     table = _summary(
         tmp_path / "results.csv",
         [
-            {"variant_id": "dpo/alpha2", "prompt_set": "eval", "metric": "reward", "value": 1.5, "ci_low": 1, "ci_high": 2},
-            {"variant_id": "dpo/alpha0.5", "prompt_set": "eval", "metric": "reward", "value": 9, "ci_low": 8, "ci_high": 10},
+            {"variant_id": "dpo/alpha2", "prompt_set": "eval", "metric": "reward", "value": 1.5, "ci_low": 1,
+             "ci_high": 2},
+            {"variant_id": "dpo/alpha0.5", "prompt_set": "eval", "metric": "reward", "value": 9, "ci_low": 8,
+             "ci_high": 10},
         ],
     )  # fmt: skip
     assert results_for(table, "dpo/alpha2") == [

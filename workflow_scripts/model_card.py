@@ -180,7 +180,8 @@ def card_text(manifest: Mapping[str, Any], *, model_name: str, results: list[dic
         "```",
     ]
     if manifest.get("zero_delta_components"):
-        lines += ["", f"Components the alignment left unchanged (Δ ≡ 0): {', '.join(manifest['zero_delta_components'])}."]
+        frozen = ", ".join(manifest["zero_delta_components"])
+        lines += ["", f"Components the alignment left unchanged (Δ ≡ 0): {frozen}."]
     lines += ["", "## Inputs (sha256)", "", "| role | file | sha256 |", "|---|---|---|"]
     for role in ("sft", "aligned"):
         for name, digest in _input_hashes(inputs.get(role, {}))["sha256"].items():

@@ -104,26 +104,40 @@ def _fetch(spec: dict, staging: Path, token_env: str) -> tuple[Path, dict]:
         if not path.is_dir():
             raise CheckpointError(f"adapter source: folder {str(path)!r} does not exist")
         return path, {"source": "local", "path": str(path.resolve())}
-    import huggingface_hub
-
-    from .hub import _cached_snapshot, _translate_hub_error, hub_offline, read_token, resolve_revision
+    from . import hub
 
     repo, revision = spec["repo"], spec["revision"]
-    token, _ = read_token(token_env)
-    try:
-        if hub_offline():
-            raise ConnectionError("HF_HUB_OFFLINE is set")
-        commit, _ = resolve_revision(repo, revision, token=token)
-        path = huggingface_hub.snapshot_download(
-            repo, revision=commit, local_dir=staging, token=token, allow_patterns=["*.json", "*.safetensors", "*.txt",
-            "*.model", "*.jinja", "tokenizer*"], ignore_patterns=["*/*"],
-        )  # fmt: skip
-    except Exception as exc:
-        err = _translate_hub_error(exc, repo, revision, token)
-        cached, why = _cached_snapshot(repo, revision, token, spec["allow_pickle"])
-        if cached is None:
-            raise (err or exc) if not isinstance(exc, ConnectionError) else CheckpointError(f"{repo}: {exc}; {why}")
-        path, commit = cached, cached.name
+    token, _ = hub.read_token(token_env)
+    reason = "HF_HUB_OFFLINE is set" if hub.hub_offline() else None
+    if reason is None:
+        try:
+            return _download(repo, revision, staging, token)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            err = hub._translate_hub_error(exc, repo, revision, token)
+            if err is None:
+                raise
+            if not isinstance(exc, hub._connection_errors()):
+                raise err from None
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    cached, why = hub._cached_snapshot(repo, revision, token, spec["allow_pickle"])
+    if cached is None:
+        raise CheckpointError(hub._offline_message(repo, revision, f"{reason}, and {why}"))
+    return cached, {"source": "hub", "repo": repo, "revision": revision, "commit": cached.name}
+
+
+def _download(repo: str, revision: str, staging: Path, token: str | None) -> tuple[Path, dict]:
+    """The adapter's files at the commit ``revision`` resolves to, into ``staging`` (resumable)."""
+    import huggingface_hub
+
+    from .hub import resolve_revision
+
+    commit, _ = resolve_revision(repo, revision, token=token)
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
+    path = huggingface_hub.snapshot_download(
+        repo, revision=commit, local_dir=staging, token=token, allow_patterns=patterns, ignore_patterns=["*/*"]
+    )
     return Path(path), {"source": "hub", "repo": repo, "revision": revision, "commit": commit}
 
 
