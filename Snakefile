@@ -8,6 +8,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "report/workflow.rst"
+
+
 # An experiment given with --configfile is a complete config and *replaces* config.yaml: Snakemake
 # would otherwise merge it into the demo config recursively, and the demo world's models, pairs,
 # prompt sets and reward models would leak into every experiment. `--config key=value` still

@@ -212,3 +212,68 @@ def test_local_model_depth_read_from_config_json(tmp_path):
     with pytest.raises(ConfigError, match="outside a model with 4 layers"):
         Experiment(copy.deepcopy(cfg))
     assert Experiment(copy.deepcopy(cfg), check=False).model_num_layers("dpo_0.1") == 4
+
+
+# ------------------------------------------------------------------------------ the closed schema
+
+SCHEMA_CASES = {
+    "model key typo": (
+        lambda c: c["models"]["dpo_0.1"].update(fracton=0.05),
+        r"^models\.dpo_0\.1: unknown key 'fracton' \(did you mean 'fraction'\?\)$",
+    ),
+    "hparams typo": (lambda c: c["models"]["dpo_0.1"].update(hparms={}), r"did you mean 'hparams'"),
+    "hparam typo": (lambda c: c["training"]["dpo"].update(bta=0.1), r"^training\.dpo: unknown key 'bta'.*'beta'"),
+    "key of another source": (
+        lambda c: c["models"].update(loc={"source": "local", "path": "x", "repo": "a/b"}),
+        r"^models\.loc: key 'repo' does not apply with these settings",
+    ),
+    "prompt-set typo": (
+        lambda c: c["prompt_sets"]["eval"].update(limt=5),
+        r"^prompt_sets\.eval: unknown key 'limt' \(did you mean 'limit'\?\)$",
+    ),
+    "dataset typo": (lambda c: c["datasets"]["world_prefs"].update(fiel="sft"), r"did you mean 'file'"),
+    "reward-model typo": (
+        lambda c: c["reward_models"]["rm"].update(trust_remote_cod=True),
+        r"did you mean 'trust_remote_code'",
+    ),
+    "top-level typo": (
+        lambda c: c.update(decodng={}),
+        r"^config: unknown key 'decodng' \(did you mean 'decoding'\?\)$",
+    ),
+    "decoding typo": (lambda c: c["decoding"].update({"top-p": 0.9}), r"^decoding: unknown key 'top-p'.*'top_p'"),
+    "decoding top_k -1": (lambda c: c["decoding"].update(top_k=-1), r"^decoding\.top_k: -1 is less than the minimum"),
+    "decoding without preset": (lambda c: c.update(decoding={"temperature": 0.5}), r"'preset' is a required property"),
+    "α NaN": (
+        lambda c: c["extrapolation"].update(alphas=[float("nan")]),
+        r"^extrapolation\.alphas\.0: NaN is not a number",
+    ),
+    "α infinite": (lambda c: c["extrapolation"].update(alphas=[float("inf")]), r"^extrapolation\.alphas\.0: inf"),
+    "α huge": (lambda c: c["extrapolation"].update(alphas=[1e30]), r"greater than the maximum of 100"),
+    "prompt-set α NaN": (
+        lambda c: c["prompt_sets"]["eval"].update(alphas=[float("nan")]),
+        r"prompt_sets\.eval\.alphas",
+    ),
+    "pair named reference": (
+        lambda c: c["pairs"].update(reference={"sft": "sft", "aligned": "dpo_0.1"}),
+        r"^pairs: 'reference' is not an allowed name",
+    ),
+    "pair named base": (
+        lambda c: c["pairs"].update(base={"sft": "sft", "aligned": "dpo_0.1"}),
+        r"'base' is not an allowed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCHEMA_CASES))
+def test_schema_errors_are_one_line_with_the_closest_key(case):
+    mutate, message = SCHEMA_CASES[case]
+    cfg = small()
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=message) as info:
+        validate_config(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_every_shipped_config_passes_the_closed_schema():
+    for path in [ROOT / "config.yaml", *sorted((ROOT / "experiments").glob("*.yaml"))]:
+        build(yaml.safe_load(path.read_text()))

@@ -284,3 +284,19 @@ def test_build_report_writes_the_study_table(tmp_path, with_meta):
     assert (small.gold_gain, small.gold_gain_ci_low, small.gold_gain_ci_high) == pytest.approx((0.4,) * 3)
     assert (small.gold_expo_minus_full_ci_low, small.gold_expo_minus_full_ci_high) == pytest.approx((0.1, 0.1))
     assert study[study.pair == "dpo_f1.0"].best_alpha.iloc[0] == 0.0
+
+
+def test_summary_and_study_agree_when_the_aligned_model_wins_on_dev():
+    """One rule for "α chosen on dev": the aligned model is a candidate in every table."""
+    from workflow_scripts.report import mark_chosen_alpha
+    from workflow_scripts.study import choose_alpha_on_dev
+
+    rows = [
+        {"pair": "p", "prompt_set": ps, "kind": kind, "alpha": a, "gold_mean": m}
+        for ps in ("dev", "eval")
+        for kind, a, m in [("sft", -1.0, 0.1), ("aligned", 0.0, 0.9), ("alpha", 1.0, 0.5), ("alpha", 2.0, 0.4)]
+    ]
+    df = mark_chosen_alpha(pd.DataFrame(rows), {"dev_prompt_set": "dev", "primary_reward": "gold"})
+    chosen = df[df.chosen_on_dev]
+    assert set(chosen.kind) == {"aligned"} and set(chosen.prompt_set) == {"dev", "eval"}
+    assert choose_alpha_on_dev(df[df.prompt_set == "dev"], "gold_mean") == (0.0, 0.9)

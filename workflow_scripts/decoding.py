@@ -71,6 +71,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 DEFAULT_PRESET = "paper"
+"""The library's and command line's default. The workflow's is the schema's (``decoding: {preset: demo}``,
+with ``preset`` required inside ``decoding:``), so a rule never falls back on this one."""
 
 
 def resolve_decoding(spec: Mapping[str, Any] | None = None) -> dict[str, Any]:

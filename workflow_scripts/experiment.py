@@ -37,13 +37,16 @@ PREFERENCE_HPARAMS = (
     "gamma_beta_ratio",
     "lora",
     "seed",
+    "ddpo",
 )
 SUPERVISED_HPARAMS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
+VLM_HPARAMS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "lora", "seed", "ddpo", "freeze")
 HPARAMS_BY_METHOD = {
     "sft": SUPERVISED_HPARAMS,
     "reward": SUPERVISED_HPARAMS,
     "dpo": PREFERENCE_HPARAMS,
     "simpo": PREFERENCE_HPARAMS,
+    "ddpo": PREFERENCE_HPARAMS,
 }
 """Training hyperparameters each method accepts (checked when the DAG is built, not in the job)."""
 
@@ -527,7 +530,7 @@ class Experiment:
 
 
 def _check_hparams(where: str, method: str, hp: Mapping[str, Any]) -> None:
-    known = HPARAMS_BY_METHOD[method]
+    known = HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS)
     unknown = sorted(set(hp) - set(known))
     if unknown:
         _fail(f"{where}: {unknown} are not {method} hyperparameters; known: {list(known)}")

@@ -94,8 +94,9 @@ def _how(manifest: Mapping[str, Any]) -> str:
     return f"scheme `{manifest.get('scheme', {}).get('kind', 'layerwise')}`"
 
 
-def card_metadata(manifest: Mapping[str, Any], *, model_name: str, results: list[dict] | None = None) -> dict:
-    """The card's YAML metadata (``base_model`` = [SFT, aligned], ``base_model_relation: merge``)."""
+def card_metadata(manifest: Mapping[str, Any], *, index: list[dict] | None = None) -> dict:
+    """The card's YAML metadata (``base_model`` = [SFT, aligned], ``base_model_relation: merge``),
+    with ``index`` (:func:`model_index`) as ``model-index``."""
     inputs = manifest.get("inputs", {})
     bases = list(dict.fromkeys(inputs[r].get("name") for r in ("sft", "aligned") if inputs.get(r, {}).get("name")))
     meta: dict[str, Any] = dict(manifest.get("card_metadata") or {})
@@ -114,8 +115,8 @@ def card_metadata(manifest: Mapping[str, Any], *, model_name: str, results: list
             },
         }
     )
-    if results:
-        meta["model-index"] = model_index(model_name, results)
+    if index:
+        meta["model-index"] = index
     return meta
 
 
@@ -148,11 +149,15 @@ def model_index(model_name: str, results: list[dict]) -> list[dict]:
     return eval_results_to_model_index(model_name, evals)
 
 
-def card_text(manifest: Mapping[str, Any], *, model_name: str, results: list[dict] | None = None) -> str:
-    """The whole README.md: YAML front matter, what the model is, its inputs and results."""
+def card_text(
+    manifest: Mapping[str, Any], *, model_name: str, results: list[dict] | None = None, index: list[dict] | None = None
+) -> str:
+    """The whole README.md: YAML front matter, what the model is, its inputs and ``results`` (a
+    table; ``index`` is their ``model-index``, built by the caller so that the engine, which writes
+    cards without results, never needs huggingface_hub)."""
     import yaml
 
-    meta = card_metadata(manifest, model_name=model_name, results=results)
+    meta = card_metadata(manifest, index=index)
     inputs = manifest.get("inputs", {})
     lines = [
         "---",
@@ -198,15 +203,14 @@ def _finite(*xs: Any) -> bool:
     return all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
 
 
-def write_card(
-    path: str | Path, manifest: Mapping[str, Any], *, model_name: str, results: list[dict] | None = None
-) -> Path:
-    """Write the card atomically to ``path`` (a file, or a folder that gets ``README.md``)."""
+def write_card(path: str | Path, manifest: Mapping[str, Any], *, model_name: str, **results: Any) -> Path:
+    """Write the card atomically to ``path`` (a file, or a folder that gets ``README.md``);
+    ``results`` / ``index`` as for :func:`card_text`."""
     path = Path(path)
     if path.is_dir():
         path = path / CARD_NAME
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(card_text(manifest, model_name=model_name, results=results), encoding="utf-8")
+        Path(tmp).write_text(card_text(manifest, model_name=model_name, **results), encoding="utf-8")
     return path
 
 
@@ -274,11 +278,12 @@ def _wide_results(rows: Iterable[dict]) -> list[dict]:
 
 def card_from_report(manifest: str | Path, table: str | Path, out: str | Path, *, pair: str, variant: str) -> Path:
     """The card of ``<pair>/<variant>`` with the report's results (the ``model_card`` rule)."""
-    model = f"{pair}/{variant}"
+    model, name = f"{pair}/{variant}", f"expo-{pair}-{variant}"
     results = results_for(table, model)
     if not results:
         log.warning("no results for %s in %s; the card has no evaluation section", model, table)
-    return write_card(out, read_json(manifest), model_name=f"expo-{pair}-{variant}", results=results or None)
+        return write_card(out, read_json(manifest), model_name=name)
+    return write_card(out, read_json(manifest), model_name=name, results=results, index=model_index(name, results))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -168,8 +168,9 @@ def build_summary(
 
 
 def mark_chosen_alpha(df: pd.DataFrame, ev: Mapping[str, Any]) -> pd.DataFrame:
-    """Mark, per pair, the uniform α with the best primary-reward mean on the dev prompt set."""
-    from .metrics import select_alpha
+    """Mark, per pair, the α chosen on the dev prompt set (:mod:`.dev_choice`: the aligned model
+    is a candidate) on every prompt set's row of that α."""
+    from .dev_choice import CANDIDATE_KINDS, choose_on_dev
 
     df = df.copy()
     df["chosen_on_dev"] = False
@@ -177,12 +178,9 @@ def mark_chosen_alpha(df: pd.DataFrame, ev: Mapping[str, Any]) -> pd.DataFrame:
     metric = f"{ev['primary_reward']}_mean"
     if not dev or metric not in df.columns:
         return df
-    cand = df[(df.prompt_set == dev) & (df.kind == "alpha")]
-    if cand.empty:
-        return df
-    best = select_alpha(cand, metric=metric, group_col="pair", alpha_col="alpha")
-    for _, b in best.iterrows():
-        df.loc[(df.pair == b["pair"]) & (df.kind == "alpha") & np.isclose(df.alpha, b["alpha"]), "chosen_on_dev"] = True
+    for pair, (alpha, _) in choose_on_dev(df[df.prompt_set == dev], metric).items():
+        at = (df.pair == pair) & df.kind.isin(CANDIDATE_KINDS) & np.isclose(df.alpha, alpha)
+        df.loc[at, "chosen_on_dev"] = True
     return df
 
 
@@ -206,7 +204,8 @@ def summary_markdown(df: pd.DataFrame, params: Mapping[str, Any]) -> str:
     lines += [
         f"- win rates: each variant's answer vs the **{base}** model's answer to the same "
         "prompt, judged by the reward model (ties count half); 95 % bootstrap CIs over prompts.",
-        f"- α axis: SFT = −1, aligned = 0. ✓ = α chosen on the dev prompt set by mean {primary} reward.",
+        f"- α axis: SFT = −1, aligned = 0. ✓ = chosen on the dev prompt set by mean {primary} reward, "
+        "among the aligned model (α = 0) and the uniform α.",
         "",
     ]
     for (pair, ps), g in df.groupby(["pair", "prompt_set"], sort=False):
@@ -261,7 +260,7 @@ def verdict(g: pd.DataFrame, rms: Sequence[str], primary: str) -> list[str]:
         a = aligned[col].iloc[0]
         best = alphas.loc[alphas[col].idxmax()]
         worst = alphas.loc[alphas[col].idxmin()]
-        chosen = alphas[alphas.chosen_on_dev]
+        chosen = g[g.chosen_on_dev]
         head = f"SFT {sft[col].iloc[0]:.3f} → " if not sft.empty else ""
         line = (
             f"- {rm}: {head}aligned {a:.3f}; "
@@ -269,7 +268,8 @@ def verdict(g: pd.DataFrame, rms: Sequence[str], primary: str) -> list[str]:
         )
         if not chosen.empty:
             c = chosen.iloc[0]
-            line += f"; dev-chosen α={c.alpha:g} gives {c[col]:.3f} ({c[col] - a:+.3f})"
+            what = "the aligned model (α=0)" if c.kind == "aligned" else f"α={c.alpha:g}"
+            line += f"; dev-chosen {what} gives {c[col]:.3f} ({c[col] - a:+.3f})"
         line += f"; worst α={worst.alpha:g} gives {worst[col]:.3f}."
         out.append(line)
     return out + [""] if out else []

@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .common import read_json, write_json
+from .experiment import PREFERENCE_HPARAMS, SUPERVISED_HPARAMS, VLM_HPARAMS
 
 log = logging.getLogger(__name__)
-
-PREFERENCE_KEYS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "gamma_beta_ratio", "lora", "seed")
-SUPERVISED_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
 
 
 def _pick(hp: Mapping[str, Any], keys: tuple[str, ...]) -> dict:
@@ -38,12 +36,24 @@ def train_from_rule(
     data = inputs.get("data") or params.get("dataset")
     if data is None:
         raise ValueError("training job has neither a local data file nor a hub dataset spec")
+    if params.get("modality") == "image":
+        from .train.vlm import train_vlm
+
+        return train_vlm(
+            inputs["base"],
+            data,
+            out,
+            method=method,
+            fraction=float(params.get("fraction", 1.0)),
+            threads=threads,
+            **_pick(hp, VLM_HPARAMS),
+        )
     if method in ("sft", "reward"):
         model_init = params["init"] if params.get("init") else inputs["base"]
         tokenizer_dir = inputs.get("tokenizer") or inputs["base"]
         fn = train.train_sft if method == "sft" else train.train_reward
-        return fn(model_init, tokenizer_dir, data, out, threads=threads, **_pick(hp, SUPERVISED_KEYS))
-    if method in ("dpo", "simpo"):
+        return fn(model_init, tokenizer_dir, data, out, threads=threads, **_pick(hp, SUPERVISED_HPARAMS))
+    if method in ("dpo", "simpo", "ddpo"):
         return train.train_preference(
             inputs["base"],
             data,
@@ -51,9 +61,9 @@ def train_from_rule(
             method=method,
             fraction=float(params.get("fraction", 1.0)),
             threads=threads,
-            **_pick(hp, PREFERENCE_KEYS),
+            **_pick(hp, PREFERENCE_HPARAMS),
         )
-    raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo or simpo")
+    raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo, simpo or ddpo")
 
 
 def run_generation(
@@ -102,3 +112,89 @@ def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str
         rows = [{"id": i, "reward": float(x)} for i, x in zip(ids, rewards)]
     write_json(out, rows, indent=None)
     log.info("scored %d answers from %s (%s)", len(rows), Path(generations).name, rm.get("type", "model"))
+
+
+# ------------------------------------------------------------------ one entry point per rule
+# `workflow_scripts/smk/<rule>.py` is `run_stage(snakemake, "<rule>")`: these take the rule's
+# `snakemake` object, so fixing what a rule does never edits its `script:` file.
+
+
+def checkpoints_job(smk: Any) -> None:
+    from .checkpoints import materialize
+
+    materialize(dict(smk.params.spec), smk.output[0])
+
+
+def extrapolate_job(smk: Any) -> None:
+    import shutil
+
+    from .extrapolate import Scheme, extrapolate
+
+    p = smk.params
+    scheme = Scheme.from_config(p.alpha if hasattr(p, "alpha") else dict(p.scheme))
+    extrapolate(
+        smk.input.sft, smk.input.aligned, smk.output.model, scheme, allow_pickle=p.allow_pickle, threads=smk.threads
+    )
+    shutil.copyfile(f"{smk.output.model}/manifest.json", smk.output.manifest)
+
+
+def generate_job(smk: Any) -> None:
+    from .common import read_jsonl
+
+    run_generation(
+        smk.input.model,
+        read_jsonl(smk.input.prompts),
+        dict(smk.params.decoding),
+        smk.output[0],
+        generator=smk.params.generator,
+    )
+
+
+def prompts_job(smk: Any) -> None:
+    from .common import write_jsonl
+    from .prompts import load_prompt_set
+
+    spec = dict(smk.params.spec)
+    if spec["source"] == "world":
+        spec = {"source": "file", "path": smk.input.world, "limit": spec.get("limit")}
+    write_jsonl(smk.output[0], load_prompt_set(spec, limit=spec.get("limit")))
+
+
+def reference_job(smk: Any) -> None:
+    from .prompts import load_reference_outputs
+
+    spec = dict(smk.params.spec)
+    limit = spec.pop("limit", None)
+    write_json(smk.output[0], load_reference_outputs(spec, limit=limit))
+
+
+def report_job(smk: Any) -> None:
+    from .report import build_report
+
+    build_report(dict(smk.input.items()), dict(smk.output.items()), dict(smk.params.report))
+
+
+def score_job(smk: Any) -> None:
+    score_file(smk.input.generations, smk.output[0], dict(smk.params.rm), rm_dir=smk.input.get("rm"))
+
+
+def train_job(smk: Any) -> None:
+    train_from_rule(dict(smk.input.items()), smk.output[0], smk.params.train, threads=smk.threads)
+
+
+def world_data_job(smk: Any) -> None:
+    from .world.build import write_world
+
+    write_world(smk.params.world, dict(smk.output.items()))
+
+
+def world_tokenizer_job(smk: Any) -> None:
+    from .world.tokenizer import build
+
+    build(list(smk.input), smk.output[0], smk.params.vocab_size)
+
+
+def alpaca_eval_judge_job(smk: Any) -> None:
+    from .alpaca_eval_judge import run_alpaca_eval
+
+    run_alpaca_eval(smk.input.generations, None, smk.output[0], smk.params.annotator)

@@ -76,18 +76,10 @@ def paired_diff_ci(
 
 
 def choose_alpha_on_dev(dev_rows: pd.DataFrame, metric: str) -> tuple[float, float]:
-    """(α, dev metric) maximising ``metric`` over the aligned model (α = 0) and the uniform α rows.
+    """(α, dev metric) of one pair, by the rule every table uses (:mod:`.dev_choice`)."""
+    from .dev_choice import chosen_for
 
-    Ties go to the smaller |α| (metrics.select_alpha): the smaller extrapolation is the safer claim.
-    """
-    from .metrics import select_alpha
-
-    cand = dev_rows[dev_rows.kind.isin(["aligned", "alpha"])].copy()
-    if cand.empty or metric not in cand or cand[metric].isna().all():
-        return (math.nan, math.nan)
-    cand["_g"] = 0
-    best = select_alpha(cand, metric=metric, group_col="_g", alpha_col="alpha").iloc[0]
-    return (float(best["alpha"]), float(best[metric]))
+    return chosen_for(dev_rows, metric)
 
 
 def _row_at(g: pd.DataFrame, alpha: float) -> pd.Series | None:

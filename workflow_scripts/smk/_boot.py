@@ -24,3 +24,11 @@ def boot(snakemake):
         sys.stderr = stream
     setup_logging(None)
     set_threads(snakemake.threads)
+
+
+def run_stage(snakemake, name):
+    """Boot, then run `workflow_scripts.stages.<name>_job(snakemake)`: an adapter is these two lines."""
+    boot(snakemake)
+    from workflow_scripts import stages
+
+    getattr(stages, f"{name}_job")(snakemake)

@@ -1,7 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.alpaca_eval_judge import run_alpaca_eval  # noqa: E402
-
-run_alpaca_eval(snakemake.input.generations, None, snakemake.output[0],  # noqa: F821
-                snakemake.params.annotator)  # noqa: F821
+run_stage(snakemake, "alpaca_eval_judge")  # noqa: F821

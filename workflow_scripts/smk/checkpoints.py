@@ -1,6 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.checkpoints import materialize  # noqa: E402
-
-materialize(dict(snakemake.params.spec), snakemake.output[0])  # noqa: F821
+run_stage(snakemake, "checkpoints")  # noqa: F821

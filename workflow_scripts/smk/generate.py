@@ -1,9 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.common import read_jsonl  # noqa: E402
-from workflow_scripts.stages import run_generation  # noqa: E402
-
-run_generation(snakemake.input.model, read_jsonl(snakemake.input.prompts),  # noqa: F821
-               dict(snakemake.params.decoding), snakemake.output[0],  # noqa: F821
-               generator=snakemake.params.generator)  # noqa: F821
+run_stage(snakemake, "generate")  # noqa: F821

@@ -1,7 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.report import build_report  # noqa: E402
-
-build_report(dict(snakemake.input.items()), dict(snakemake.output.items()),  # noqa: F821
-             dict(snakemake.params.report))  # noqa: F821
+run_stage(snakemake, "report")  # noqa: F821

@@ -1,6 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.world.build import write_world  # noqa: E402
-
-write_world(snakemake.params.world, dict(snakemake.output.items()))  # noqa: F821
+run_stage(snakemake, "world_data")  # noqa: F821

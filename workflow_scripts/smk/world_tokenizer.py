@@ -1,6 +1,3 @@
-from _boot import boot
+from _boot import run_stage
 
-boot(snakemake)  # noqa: F821
-from workflow_scripts.world.tokenizer import build  # noqa: E402
-
-build(list(snakemake.input), snakemake.output[0], snakemake.params.vocab_size)  # noqa: F821
+run_stage(snakemake, "world_tokenizer")  # noqa: F821

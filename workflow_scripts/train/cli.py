@@ -69,13 +69,14 @@ def main(argv: list[str] | None = None) -> None:
         if name == "reward":
             p.add_argument("--heldout-fraction", type=float, default=0.1)
 
-    p = sub.add_parser("preference", help="DPO/SimPO on a fraction of preference pairs")
+    p = sub.add_parser("preference", help="DPO/SimPO/DDPO on a fraction of preference pairs")
     p.add_argument("--base", required=True, help="SFT checkpoint folder")
     p.add_argument("--method", required=True, help="dpo or simpo")
     p.add_argument("--fraction", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--gamma-beta-ratio", type=float, default=0.5)
     p.add_argument("--lora", help="peft LoraConfig kwargs as JSON (or a JSON/YAML file)")
+    p.add_argument("--ddpo", help='method ddpo: JSON {"gamma": 2.0, "average": true}')
     p.add_argument("--subset-seed", type=int, default=0)
     common(p, lr=5e-7, epochs=1.0)
 
@@ -106,5 +107,6 @@ def main(argv: list[str] | None = None) -> None:
             gamma_beta_ratio=a.gamma_beta_ratio,
             lora=_json_arg(a.lora),
             subset_seed=a.subset_seed,
+            ddpo=_json_arg(a.ddpo),
             **shared,
         )

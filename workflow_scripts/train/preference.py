@@ -40,11 +40,17 @@ from .data import (
 
 log = logging.getLogger(__name__)
 
-METHODS = ("dpo", "simpo")
+METHODS = ("dpo", "simpo", "ddpo")
 
 
 def validate_preference_config(
-    method: str, fraction: float, *, beta: float, gamma_beta_ratio: float, lora: dict | None
+    method: str,
+    fraction: float,
+    *,
+    beta: float,
+    gamma_beta_ratio: float,
+    lora: dict | None,
+    ddpo: dict | None = None,
 ) -> None:
     """Config errors a user can make, raised before any data or model is touched."""
     if method not in METHODS:
@@ -57,6 +63,21 @@ def validate_preference_config(
         raise ValueError(f"gamma_beta_ratio must be >= 0, got {gamma_beta_ratio!r}")
     if lora is not None and not isinstance(lora, dict):
         raise ValueError(f"lora must be a dict of peft LoraConfig arguments or null, got {lora!r}")
+    if method == "ddpo":
+        validate_ddpo(ddpo)
+    elif ddpo is not None:
+        raise ValueError(f"ddpo settings given for method {method!r}; they only apply to method 'ddpo'")
+
+
+def validate_ddpo(ddpo: dict | None) -> None:
+    """DDPO needs γ and summed-vs-averaged stated: published runs differ on both (no default)."""
+    if not isinstance(ddpo, dict) or set(ddpo) - {"gamma", "average"}:
+        raise ValueError(f"method 'ddpo' needs ddpo: {{gamma: <number>, average: <bool>}}, got {ddpo!r}")
+    g = ddpo.get("gamma")
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not g > 0:
+        raise ValueError(f"ddpo.gamma must be a positive number, got {g!r}")
+    if not isinstance(ddpo.get("average"), bool):
+        raise ValueError(f"ddpo.average must be true (RLHF-V paper) or false (summed), got {ddpo.get('average')!r}")
 
 
 def prepare_preference_rows(data: DataSpec, fraction: float, subset_seed: int = 0) -> tuple[list[dict], dict]:
@@ -101,21 +122,23 @@ def train_preference(
     threads: int | None = None,
     device: str = "auto",
     precompute_ref_log_probs: bool = True,
+    ddpo: dict | None = None,
 ) -> dict:
     """Align ``base`` (an SFT checkpoint folder) on a ``fraction`` of preference pairs.
 
     ``method="dpo"``: TRL DPOTrainer (sigmoid loss, reference = ``base``; reference log-probs
     precomputed once, so no second model runs during training). ``method="simpo"``: TRL CPOTrainer
     with ``loss_type="simpo"``, ``cpo_alpha=0`` and ``simpo_gamma = gamma_beta_ratio * beta`` as the
-    SimPO authors configure it. ``lora``: a dict of peft LoraConfig arguments; the adapter is merged
-    into full weights before saving (the extrapolation needs full tensors), and also kept under
+    SimPO authors configure it. ``method="ddpo"``: DPO on RLHF-V's segment-weighted log-probability
+    (:mod:`.ddpo`), ``ddpo = {"gamma": γ, "average": bool}``. ``lora``: a dict of peft LoraConfig arguments;
+    the adapter is merged into full weights before saving (the extrapolation needs full tensors), and also kept under
     ``lora_adapter/`` for provenance. ``subset_seed`` fixes the nested subset independently of the
     training ``seed`` so replicate seeds train on the same pairs.
     """
     from datasets import Dataset
 
     t_start = time.perf_counter()
-    validate_preference_config(method, fraction, beta=beta, gamma_beta_ratio=gamma_beta_ratio, lora=lora)
+    validate_preference_config(method, fraction, beta=beta, gamma_beta_ratio=gamma_beta_ratio, lora=lora, ddpo=ddpo)
     _check_common(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, grad_accum=grad_accum)
     base = Path(base)
     if not (base / "config.json").exists():
@@ -160,50 +183,23 @@ def train_preference(
     common = _common_args(
         device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, scratch=Path(".")
     )  # output_dir replaced below
-    gamma = None
     with tempfile.TemporaryDirectory(prefix=f"{method}-scratch-") as scratch, _quiet_library_warnings():
         common["output_dir"] = scratch
         timer = _timing_callback()
-        if method == "dpo":
-            from trl import DPOConfig, DPOTrainer
-
-            cfg = DPOConfig(
-                **common,
-                beta=float(beta),
-                max_length=max_length,
-                loss_type=["sigmoid"],
-                precompute_ref_log_probs=bool(precompute_ref_log_probs),
-            )
-            trainer = DPOTrainer(
-                model=model,
-                ref_model=None,
-                args=cfg,
-                train_dataset=ds,
-                processing_class=tok,
-                peft_config=peft_config,
-                callbacks=[timer],
-            )
-        else:
-            from trl.experimental.cpo import CPOConfig, CPOTrainer
-
-            gamma = float(gamma_beta_ratio) * float(beta)
-            cfg = CPOConfig(
-                **common,
-                beta=float(beta),
-                max_length=max_length,
-                loss_type="simpo",
-                cpo_alpha=0.0,
-                simpo_gamma=gamma,
-                remove_unused_columns=False,
-            )
-            trainer = CPOTrainer(
-                model=model,
-                args=cfg,
-                train_dataset=ds,
-                processing_class=tok,
-                peft_config=peft_config,
-                callbacks=[timer],
-            )
+        trainer, method_hp = make_preference_trainer(
+            method,
+            model,
+            ds,
+            tok,
+            common,
+            beta=beta,
+            max_length=max_length,
+            gamma_beta_ratio=gamma_beta_ratio,
+            ddpo=ddpo,
+            peft_config=peft_config,
+            precompute_ref_log_probs=precompute_ref_log_probs,
+            callbacks=[timer],
+        )
         t0, t1 = _fit(trainer)
 
     history = step_history(trainer.state.log_history)
@@ -223,11 +219,7 @@ def train_preference(
             "grad_accum": grad_accum,
             "effective_batch_size": batch_size * grad_accum,
             "max_length": max_length,
-            **(
-                {"gamma_beta_ratio": gamma_beta_ratio, "simpo_gamma": gamma, "cpo_alpha": 0.0}
-                if method == "simpo"
-                else {"loss_type": "sigmoid", "precompute_ref_log_probs": precompute_ref_log_probs}
-            ),
+            **method_hp,
             "lora": lora_args,
         },
         "device": device,
@@ -249,3 +241,66 @@ def train_preference(
         merge_lora=lora is not None,
         save_dtype=getattr(torch, base_dtype, torch.float32),
     )
+
+
+def make_preference_trainer(
+    method: str,
+    model,
+    ds,
+    processing_class,
+    common: dict,
+    *,
+    beta: float,
+    max_length: int,
+    gamma_beta_ratio: float = 0.5,
+    ddpo: dict | None = None,
+    peft_config=None,
+    precompute_ref_log_probs: bool = True,
+    callbacks: list | None = None,
+):
+    """The TRL trainer for ``method`` and the method-specific hyperparameters for the manifest.
+
+    DDPO cannot precompute the reference log-probs (its weights come from each batch), so the
+    reference runs beside the policy; text and vision batches go through the same trainers.
+    """
+    if method in ("dpo", "ddpo"):
+        from trl import DPOConfig, DPOTrainer
+
+        precompute = bool(precompute_ref_log_probs) and method == "dpo"
+        cfg = DPOConfig(
+            **common,
+            beta=float(beta),
+            max_length=max_length,
+            loss_type=["sigmoid"],
+            precompute_ref_log_probs=precompute,
+        )
+        kw = dict(model=model, ref_model=None, args=cfg, train_dataset=ds, processing_class=processing_class)
+        kw.update(peft_config=peft_config, callbacks=callbacks)
+        hp = {"loss_type": "sigmoid", "precompute_ref_log_probs": precompute}
+        if method == "dpo":
+            return DPOTrainer(**kw), hp
+        from .ddpo import make_ddpo_trainer_class
+
+        trainer = make_ddpo_trainer_class()(**kw, gamma=ddpo["gamma"], average=ddpo["average"])
+        return trainer, {**hp, "ddpo_gamma": float(ddpo["gamma"]), "ddpo_average": ddpo["average"]}
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    gamma = float(gamma_beta_ratio) * float(beta)
+    cfg = CPOConfig(
+        **common,
+        beta=float(beta),
+        max_length=max_length,
+        loss_type="simpo",
+        cpo_alpha=0.0,
+        simpo_gamma=gamma,
+        remove_unused_columns=False,
+    )
+    trainer = CPOTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=ds,
+        processing_class=processing_class,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    return trainer, {"gamma_beta_ratio": gamma_beta_ratio, "simpo_gamma": gamma, "cpo_alpha": 0.0}

@@ -1,0 +1,124 @@
+"""VLM training on a tiny LLaVA and the shapes world: freezing, LLM-only LoRA merged, DPO/DDPO."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workflow_scripts.common import write_jsonl
+from workflow_scripts.multimodal import apply_freeze, tiny_llava
+from workflow_scripts.train.vlm import check_precision, train_vlm
+from workflow_scripts.world import shapes as S
+
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, projection_dim=32)
+FAST = dict(lr=1e-3, epochs=1, batch_size=8, max_length=64, threads=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def vlm_world(tmp_path_factory):
+    from workflow_scripts.world.tokenizer import train_tokenizer
+
+    d = tmp_path_factory.mktemp("vlm")
+    w = S.build_shapes_world(seed=0, n_sft=8, n_pref=8, n_eval=2, n_dev=2)
+    texts = [f"{r['prompt']} {r['completion']}" for r in w["sft"]] + [r["rejected"] for r in w["prefs"]]
+    train_tokenizer(texts * 4, vocab_size=120).save_pretrained(d / "tok")
+    tiny_llava(d / "tok", d / "base", text=TEXT, vision=VISION, seed=0)
+    write_jsonl(d / "sft.jsonl", w["sft"])
+    write_jsonl(d / "prefs.jsonl", w["prefs"])
+    return d
+
+
+def _tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def _split(names):
+    frozen = [n for n in names if "vision_tower" in n or "multi_modal_projector" in n]
+    return frozen, [n for n in names if n not in frozen]
+
+
+def test_freeze_entry_matching_nothing_fails(vlm_world, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(vlm_world / "base")
+    with pytest.raises(ValueError, match="freeze entry 'vision_encoder' matches no parameter"):
+        apply_freeze(model, ["vision_tower", "vision_encoder"])
+    with pytest.raises(ValueError, match="freeze entry 'mm_proj'"):
+        train_vlm(vlm_world / "base", vlm_world / "sft.jsonl", tmp_path / "o", method="sft", freeze=["mm_proj"], **FAST)
+    assert not (tmp_path / "o").exists()
+
+
+def test_fp16_weights_with_fp16_amp_refused():
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients"):
+        check_precision("float16", "fp16")
+    check_precision("float16", "bf16")
+    check_precision("float32", "fp16")
+
+
+def test_sft_frozen_vision_and_projector_change_by_exactly_zero(vlm_world):
+    out = vlm_world / "sft"
+    man = train_vlm(vlm_world / "base", vlm_world / "sft.jsonl", out, method="sft", **FAST)
+    before, after = _tensors(vlm_world / "base"), _tensors(out)
+    assert set(before) == set(after)
+    frozen, trained = _split(before)
+    assert frozen and all(before[n].equal(after[n]) for n in frozen)
+    assert any(not before[n].equal(after[n]) for n in trained)
+    assert man["freeze"]["entries"] == {
+        "vision_tower": sum("vision_tower" in n for n in before),
+        "multi_modal_projector": sum("multi_modal_projector" in n for n in before),
+    }
+    assert man["freeze"]["frozen_params"] > 0 and man["steps"] >= 1
+
+
+@pytest.mark.parametrize("method", ["dpo", "ddpo"])
+def test_preference_lora_on_the_llm_merged(vlm_world, method):
+    from transformers import AutoModelForImageTextToText
+
+    base = vlm_world / "sft"
+    if not base.exists():
+        train_vlm(vlm_world / "base", vlm_world / "sft.jsonl", base, method="sft", **FAST)
+    out = vlm_world / f"{method}_lora"
+    ddpo = {"gamma": 2.0, "average": False} if method == "ddpo" else None
+    man = train_vlm(
+        base,
+        vlm_world / "prefs.jsonl",
+        out,
+        method=method,
+        ddpo=ddpo,
+        fraction=1.0,
+        beta=0.1,
+        lora={"r": 4, "lora_alpha": 8},
+        **FAST,
+    )
+    before, after = _tensors(base), _tensors(out)
+    assert set(before) == set(after)  # merged: the base's tensor names, no lora_ keys
+    frozen, trained = _split(before)
+    assert all(before[n].equal(after[n]) for n in frozen)
+    changed = [n for n in trained if not before[n].equal(after[n])]
+    assert changed and all("language_model" in n and "proj" in n for n in changed)
+    assert (out / "lora_adapter").is_dir()
+    hp = man["hyperparameters"]
+    assert hp["ddpo_gamma"] == 2.0 if method == "ddpo" else hp["loss_type"] == "sigmoid"
+    assert "rewards/accuracies" in (out / "training_history.csv").read_text()
+    AutoModelForImageTextToText.from_pretrained(out)
+    assert json.loads((out / "training_manifest.json").read_text())["modality"] == "image"
+
+
+def test_generation_through_the_processor_keeps_the_image_reference(vlm_world):
+    from workflow_scripts.hallucination import evaluate_records
+    from workflow_scripts.vlm_generate import generate_vlm
+
+    w = S.build_shapes_world(seed=0, n_sft=8, n_pref=8, n_eval=2, n_dev=2)
+    dec = dict(preset="greedy", max_new_tokens=6)
+    recs = generate_vlm(vlm_world / "base", w["eval"], dec, generator="base", device="cpu", batch_size=4)
+    assert [r["id"] for r in recs] == [p["id"] for p in w["eval"]]
+    assert all(r["scene"] == p["scene"] and r["finish_reason"] in ("stop", "length") for r, p in zip(recs, w["eval"]))
+    again = generate_vlm(vlm_world / "base", w["eval"], dec, generator="base", device="cpu", batch_size=3)
+    assert [r["output"] for r in again] == [r["output"] for r in recs]  # batching does not change greedy answers
+    assert "chair" in evaluate_records(recs, S.shapes_vocab())
+    with pytest.raises(ValueError, match="neither an 'image' path nor a 'scene'"):
+        generate_vlm(vlm_world / "base", [{"id": "x", "instruction": "describe the image."}], dec, generator="b")
