@@ -28,6 +28,7 @@ include: "rules/extrapolate.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/report.smk"
+include: "rules/multimodal.smk"
 include: "rules/cards.smk"
 
 
@@ -36,4 +37,5 @@ rule all:
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
+        hallucination_targets(),
         all_cards(),

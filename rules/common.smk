@@ -79,6 +79,10 @@ def world_file(name):
     return L.world_file(name)
 
 
+def hallucination_targets():
+    return list(L.hallucination_files.values()) if EXP.multimodal_prompt_sets() else []
+
+
 def extrapolated_dir(path):
     """`temp()` when the user asked not to keep extrapolated checkpoints (~14 GB per α at 7B)."""
     return directory(path) if config["extrapolation"].get("keep_extrapolated", True) else temp(directory(path))
@@ -102,13 +106,11 @@ def variant_model_dir(wildcards):
 def train_inputs(wildcards):
     """Inputs of a training job: base checkpoint or tokenizer, and a local data file if any."""
     spec = EXP.model_spec(wildcards.model)
-    inputs = {"base": EXP.model_dir(spec["base"])} if "base" in spec else {"tokenizer": L.world_tokenizer}
-    ds = EXP.dataset_spec(spec["data"])
-    if ds["source"] == "world":
-        inputs["data"] = L.world_file(ds.get("file", "prefs"))
-    elif ds["source"] == "file":
-        inputs["data"] = ds["path"]
-    return inputs
+    inputs = (
+        {"base": EXP.model_dir(spec["base"])} if "base" in spec else {"tokenizer": EXP.init_tokenizer(wildcards.model)}
+    )
+    data = EXP.dataset_file(spec["data"])
+    return {**inputs, "data": data} if data else inputs
 
 
 def prompt_inputs(wildcards):
@@ -168,3 +170,18 @@ def rm_spec_of(wildcards):
 
 def generator_of(wildcards):
     return f"{EXP.name}/{wildcards.group}/{wildcards.variant}"
+
+
+# multimodal (rules/multimodal.smk)
+
+
+def shapes_file(name):
+    return L.shapes_file(name)
+
+
+def shapes_prompt_file(wildcards):
+    return L.shapes_file(EXP.prompt_spec(wildcards.prompt_set)["split"])
+
+
+def hallucination_inputs():
+    return [L.hallucination(ps, v.group, v.name) for ps, v in EXP.hallucination_scored()]

@@ -42,11 +42,11 @@ def test_atomic_dir_failure_leaves_nothing(tmp_path):
 
 def test_atomic_dir_replaces_existing(tmp_path):
     out = tmp_path / "ckpt"
-    out.mkdir()
-    (out / "old").write_text("x")
+    with atomic_dir(out) as tmp:
+        (tmp / "old").write_text("x")
     with atomic_dir(out) as tmp:
         (tmp / "new").write_text("y")
-    assert sorted(p.name for p in out.iterdir()) == ["new"]
+    assert sorted(p.name for p in out.iterdir()) == [".expo-output", "new"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
 

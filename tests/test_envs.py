@@ -177,9 +177,13 @@ class Reach:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) or _is_main_guard(node):
                 continue
             self._walk(mod, node, False)
-        for node in mod.tree.body:  # decorators and class bodies run at import
+        for node in mod.tree.body:  # decorators, bases and class-level statements run at import
             if isinstance(node, ast.ClassDef):
-                self._walk(mod, node, False)
+                for part in [*node.decorator_list, *node.bases, *node.keywords]:
+                    self._walk(mod, part, False)
+                for stmt in node.body:
+                    if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+                        self._walk(mod, stmt, False)
 
     def _import(self, mod: Module, target: str, names: list[str | None], where: str) -> None:
         top = target.split(".")[0]
@@ -194,6 +198,10 @@ class Reach:
         where = f"{mod.name}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.Try):
             guarded = guarded or _is_import_guard(node)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:  # the `if` body runs only under a type checker
+                self._walk(mod, child, guarded)
+            return
         if isinstance(node, ast.Import) and not guarded:
             for a in node.names:
                 mod.aliases[(a.asname or a.name).split(".")[0]] = (a.name if a.asname else a.name.split(".")[0], None)
@@ -215,6 +223,10 @@ class Reach:
             self.features.add(node.arg)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             self.features.add(node.value)
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) == "run_stage" and len(node.args) > 1:
+            stage = self._string(mod, node.args[1])  # the adapters' run_stage(snakemake, "<rule>")
+            if stage:
+                self.visit(f"{PKG}.stages", f"{stage}_job")
         elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("find_spec") and node.args:
             probe = self._string(mod, node.args[0])
             if probe and not guarded:

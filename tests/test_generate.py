@@ -295,7 +295,8 @@ def test_bad_inputs(model_dir, tmp_path):
         generate(model_dir, [PROMPTS[0], PROMPTS[0]], GREEDY)
     with pytest.raises(ValueError, match="unknown generation backend 'tgi'"):
         generate(model_dir, PROMPTS, GREEDY, backend="tgi")
-    assert generate(model_dir, [], GREEDY) == []
+    with pytest.raises(ValueError, match="the prompt set is empty"):
+        generate(model_dir, [], GREEDY)
 
 
 def test_backend_choice_without_cuda(monkeypatch):

@@ -1,23 +1,46 @@
-"""Small helpers every stage shares: logging, atomic outputs, α formatting, JSON I/O, devices.
+"""Small helpers every stage shares: logging, atomic outputs, α formatting, JSON I/O, devices, the CLI.
 
 Why one module: every stage must behave the same way on failure (nothing that looks finished is
-left behind) and must name α the same way in paths, or Snakemake's incremental reruns break.
+left behind) and must name α the same way in paths, or Snakemake's incremental reruns break. Atomic outputs live in
+:mod:`workflow_scripts.outputs` and the command-line error handling in :mod:`workflow_scripts.cli`;
+both are re-exported here, the one import every stage uses.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from .cli import StageParser, install_error_handling, run_cli
+from .outputs import OUTPUT_MARKER, atomic_dir, atomic_path, check_replaceable, remove_stale_temporaries
+
+__all__ = [
+    "ALPHA_REGEX",
+    "OUTPUT_MARKER",
+    "StageParser",
+    "atomic_dir",
+    "atomic_path",
+    "check_replaceable",
+    "cuda_available",
+    "format_alpha",
+    "install_error_handling",
+    "pick_device",
+    "read_json",
+    "read_jsonl",
+    "read_records",
+    "remove_stale_temporaries",
+    "run_cli",
+    "set_threads",
+    "setup_logging",
+    "write_json",
+    "write_jsonl",
+]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -61,54 +84,6 @@ def format_alpha(alpha: float | int | str) -> str:
     return text
 
 
-@contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary sibling folder that becomes ``final`` only if the block succeeds.
-
-    A killed or failed job therefore leaves at most a hidden ``.tmp-*`` folder, never a ``final``
-    folder that looks finished (Snakemake, vLLM and ``from_pretrained`` would all accept it).
-    The temporary folder sits next to ``final`` so the rename stays on one filesystem.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists() or final.is_symlink():
-        if not overwrite:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise FileExistsError(f"{final} already exists")
-        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-    else:
-        os.replace(tmp, final)
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path in ``final``'s folder; rename it to ``final`` on success."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".tmp-{final.name}-", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, final)
-
-
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
     """Write JSON atomically (UTF-8, non-ASCII kept readable)."""
     with atomic_path(path) as tmp:
@@ -116,7 +91,12 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> 
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Parse a JSON file; a syntax error names the file (still a ``json.JSONDecodeError``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise json.JSONDecodeError(f"{path}: not valid JSON ({exc.msg})", exc.doc, exc.pos) from None
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
@@ -147,6 +127,8 @@ def read_records(path: str | os.PathLike, what: str = "records") -> list[dict]:
     if not path.is_file():
         raise ValueError(f"{what} file {path} does not exist")
     text = path.read_text(encoding="utf-8").lstrip()
+    if not text:
+        raise ValueError(f"{what} file {path} is empty (or only whitespace); it needs at least one record")
     if path.suffix == ".json" or text.startswith("["):
         data = read_json(path)
         if not isinstance(data, list):
@@ -156,6 +138,8 @@ def read_records(path: str | os.PathLike, what: str = "records") -> list[dict]:
     for i, row in enumerate(data):
         if not isinstance(row, dict):
             raise ValueError(f"{path}: entry #{i} is not a JSON object")
+    if not data:
+        raise ValueError(f"{what} file {path} holds no records; it needs at least one")
     return data
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .common import format_alpha
+from .experiment_multimodal import MultimodalPlanning
 from .layout import BASE_GROUP, RESERVED_GROUPS, Layout, Variant
 
 VARIANT_SELECTION_KEYS = ("alphas", "schemes")
 """Prompt-set keys that choose which variants answer the set, not what the prompts are: kept out
 of the prompt and reference params so narrowing them never rebuilds those files."""
 
-PREFERENCE_METHODS = ("dpo", "simpo")
+PREFERENCE_METHODS = ("dpo", "simpo", "ddpo")
 PREFERENCE_HPARAMS = (
     "beta",
     "lr",
@@ -62,11 +63,12 @@ def _fail(msg: str) -> None:
     raise ConfigError(msg)
 
 
-class Experiment:
+class Experiment(MultimodalPlanning):
     """Planning queries over one validated config (schema defaults already applied)."""
 
     CHECKS = (
         "_check_world",
+        "_check_multimodal",
         "_check_models",
         "_check_pairs",
         "_check_vlm_pairs",
@@ -149,7 +151,8 @@ class Experiment:
         if spec["source"] != "train":
             return None
         if "init" in spec:
-            return self.world_architecture(spec["init"])["num_hidden_layers"]
+            arch = self.init_architecture(key)
+            return (arch["text"] if self.is_image(key) else arch)["num_hidden_layers"]
         seen = _seen | {key}
         if spec["base"] in seen:
             _fail(f"model {key!r}: training bases form a cycle ({sorted(seen)})")
@@ -300,7 +303,7 @@ class Experiment:
     def uses_world(self) -> bool:
         srcs = [d["source"] for d in self.config.get("datasets", {}).values()]
         srcs += [p["source"] for p in self.prompt_sets.values()]
-        return "world" in srcs or any("init" in m for m in self.models.values())
+        return "world" in srcs or any("init" in m and m.get("modality") != "image" for m in self.models.values())
 
     # ------------------------------------------------------------------ training
 
@@ -321,13 +324,14 @@ class Experiment:
         """Everything that changes a trained model's weights (changing it retrains, nothing else)."""
         spec = self.model_spec(model)
         ds = self.dataset_spec(spec["data"])
-        return {
+        params = {
             "method": spec["method"],
             "fraction": spec.get("fraction", 1.0),
             "hparams": self.hparams(model),
-            "init": self.world_architecture(spec["init"]) if "init" in spec else None,
+            "init": self.init_architecture(model) if "init" in spec else None,
             "dataset": ds if ds["source"] == "hub" else None,
         }
+        return {**params, "modality": "image"} if self.is_image(model) else params
 
     def training_records(self) -> list[str]:
         """Preference-trained baselines, whose training curves the report plots."""
@@ -349,8 +353,8 @@ class Experiment:
         return self.reward_models[rm].get("type") == "gold"
 
     def scorable(self, prompt_set: str, rm: str) -> bool:
-        """The gold reward only exists on world prompt sets."""
-        return not self.is_gold(rm) or self.prompt_sets[prompt_set]["source"] == "world"
+        """The gold reward only exists on the demo worlds' prompt sets."""
+        return not self.is_gold(rm) or self.prompt_sets[prompt_set]["source"] in ("world", "shapes_world")
 
     def scored(self) -> Iterator[tuple[str, str, Variant]]:
         """Every (prompt set, reward model, variant) that gets a score file."""
@@ -430,7 +434,7 @@ class Experiment:
                 self.model_spec(spec["base"])
                 self.model_num_layers(key)  # a cycle of bases fails here
             else:
-                self.world_architecture(spec["init"])
+                self.init_architecture(key)
 
     def _check_pairs(self) -> None:
         for pair, p in self.pairs.items():
@@ -514,10 +518,13 @@ class Experiment:
 
     def _check_training(self) -> None:
         for method, hp in (self.config.get("training") or {}).items():
-            _check_hparams(f"training.{method}", method, hp)
+            _check_hparams(f"training.{method}", method, hp, ("freeze",))
         for key in self.trained_models():
             spec = self.models[key]
-            _check_hparams(f"models.{key}.hparams", spec["method"], spec.get("hparams", {}))
+            extra = self.modality_hparams(key)
+            _check_hparams(f"models.{key}.hparams", spec["method"], spec.get("hparams", {}), extra)
+            if spec["method"] == "ddpo" and "ddpo" not in self.hparams(key):
+                _fail(f"models.{key}: method ddpo needs hparams.ddpo {{gamma: <number>, average: <bool>}}")
 
     def _check_decoding(self) -> None:
         from .decoding import resolve_decoding
@@ -529,8 +536,8 @@ class Experiment:
             _fail(str(exc))  # names the key: "decoding top_k=-1: must be ..."
 
 
-def _check_hparams(where: str, method: str, hp: Mapping[str, Any]) -> None:
-    known = HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS)
+def _check_hparams(where: str, method: str, hp: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
+    known = (*HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS), *extra)
     unknown = sorted(set(hp) - set(known))
     if unknown:
         _fail(f"{where}: {unknown} are not {method} hyperparameters; known: {list(known)}")

@@ -16,11 +16,18 @@ Two backends share one interface and one decoding dict (:mod:`workflow_scripts.d
 ``finish_reason`` is ``"stop"`` when the answer ended with an EOS id and ``"length"`` when it hit
 ``max_new_tokens``; ``n_tokens`` counts the generated tokens including the terminating EOS (the
 way vLLM counts ``token_ids``).
+
+A prompt too long for the model is not answered from positions the model never saw: when it
+takes more than ``max_position_embeddings`` minus an answer room of ``min(max_new_tokens,
+max_position_embeddings // 4)`` tokens, its instruction is cut on the right until it fits (the
+chat template's end, the assistant header, is kept); the record says how many tokens were dropped
+in ``prompt_truncated_tokens`` and the log counts the prompts cut. Prompts that fit are never
+touched, even when prompt + ``max_new_tokens`` exceeds the positions (answers usually stop
+earlier; that case is only logged).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
@@ -28,18 +35,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import cuda_available, pick_device, read_records, setup_logging, write_json
+from .common import StageParser, cuda_available, pick_device, read_records, run_cli, setup_logging, write_json
 from .decoding import (
     PresenceFrequencyPenaltyLogitsProcessor,
     hf_generation_kwargs,
     resolve_decoding,
     vllm_sampling_kwargs,
 )
+from .model_kind import require_model_kind
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "hf", "vllm")
-RESERVED_KEYS = ("id", "instruction", "output", "generator", "dataset", "n_tokens", "finish_reason")
+RESERVED_KEYS = (
+    "id",
+    "instruction",
+    "output",
+    "generator",
+    "dataset",
+    "n_tokens",
+    "finish_reason",
+    "prompt_truncated_tokens",
+)
 """Keys a generation record owns; a prompt's other keys are copied through untouched."""
 
 
@@ -70,6 +87,66 @@ def render_prompt_ids(tokenizer, instruction: str, *, chat_template: bool = True
         )
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(instruction, add_special_tokens=True)["input_ids"])
+
+
+def fit_prompt_ids(tokenizer, instruction: str, budget: int, *, chat_template: bool = True) -> tuple[list[int], int]:
+    """Prompt ids of at most ``budget`` tokens, and how many instruction tokens were cut to get there.
+
+    The instruction is cut on the right (its start usually says what is asked) and the prompt
+    re-rendered, so the template's closing tokens stay; a template that alone exceeds the budget
+    is an error.
+    """
+    ids = render_prompt_ids(tokenizer, instruction, chat_template=chat_template)
+    if len(ids) <= budget:
+        return ids, 0
+    words = list(tokenizer(instruction, add_special_tokens=False)["input_ids"])
+    keep = max(0, len(words) - (len(ids) - budget))
+    while True:
+        text = tokenizer.decode(words[:keep], skip_special_tokens=True)
+        ids = render_prompt_ids(tokenizer, text, chat_template=chat_template)
+        if len(ids) <= budget:
+            return ids, len(words) - keep
+        if keep == 0:
+            raise ValueError(
+                f"the chat template alone takes {len(ids)} tokens, more than the {budget} positions left for a "
+                "prompt; use a model with more positions or lower max_new_tokens in the decoding config"
+            )
+        keep = max(0, keep - max(1, len(ids) - budget))
+
+
+def encode_prompts(
+    tokenizer, prompts: Sequence[Mapping[str, Any]], decoding: Mapping[str, Any], max_positions: int | None
+) -> tuple[list[list[int]], list[int]]:
+    """Prompt ids for every prompt and the tokens cut from each (see the module docstring for the rule)."""
+    max_new = decoding["max_new_tokens"]
+    budget = max_positions - min(max_new, max_positions // 4) if max_positions else None
+    encoded, dropped = [], []
+    for p in prompts:
+        if budget is None:
+            ids, cut = render_prompt_ids(tokenizer, p["instruction"], chat_template=decoding["chat_template"]), 0
+        else:
+            ids, cut = fit_prompt_ids(tokenizer, p["instruction"], budget, chat_template=decoding["chat_template"])
+        encoded.append(ids)
+        dropped.append(cut)
+    n_cut = sum(1 for d in dropped if d)
+    if n_cut:
+        log.warning(
+            "%d of %d prompts were longer than %d tokens (the model's %d positions minus room for the answer); "
+            "their instructions were cut on the right (recorded per answer as prompt_truncated_tokens)",
+            n_cut,
+            len(prompts),
+            budget,
+            max_positions,
+        )
+    longest = max(len(e) for e in encoded)
+    if max_positions and longest + max_new > max_positions:
+        log.warning(
+            "longest prompt (%d tokens) + max_new_tokens (%d) exceeds the model's max_position_embeddings (%d)",
+            longest,
+            max_new,
+            max_positions,
+        )
+    return encoded, dropped
 
 
 def _as_id_list(value: Any) -> list[int]:
@@ -115,7 +192,13 @@ def _check_prompts(prompts: Sequence[Mapping[str, Any]]) -> None:
 
 
 def _record(
-    prompt: Mapping[str, Any], index: int, output: str, generator: str, n_tokens: int, finish_reason: str
+    prompt: Mapping[str, Any],
+    index: int,
+    output: str,
+    generator: str,
+    n_tokens: int,
+    finish_reason: str,
+    truncated: int = 0,
 ) -> dict[str, Any]:
     rec = {
         "id": str(prompt.get("id", index)),
@@ -126,6 +209,8 @@ def _record(
         "n_tokens": int(n_tokens),
         "finish_reason": finish_reason,
     }
+    if truncated:
+        rec["prompt_truncated_tokens"] = int(truncated)
     rec.update({k: v for k, v in prompt.items() if k not in RESERVED_KEYS})
     return rec
 
@@ -193,16 +278,8 @@ def _generate_hf(
         eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, **gen_kwargs
     )
 
-    encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"]) for p in prompts]
     max_pos = getattr(model.config, "max_position_embeddings", None)
-    longest = max(len(e) for e in encoded)
-    if max_pos and longest + decoding["max_new_tokens"] > max_pos:
-        log.warning(
-            "longest prompt (%d tokens) + max_new_tokens (%d) exceeds the model's max_position_embeddings (%d)",
-            longest,
-            decoding["max_new_tokens"],
-            max_pos,
-        )
+    encoded, dropped = encode_prompts(tok, prompts, decoding, max_pos)
     # Longest first: similar lengths share a batch (little padding) and an OOM shows up at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     if decoding["seed"] is not None:
@@ -242,7 +319,7 @@ def _generate_hf(
             else:
                 kept, n_tokens, reason = row[:stop_at], stop_at + 1, "stop"
             text = tok.decode(kept, skip_special_tokens=True)
-            results[i] = _record(prompts[i], i, text, generator, n_tokens, reason)
+            results[i] = _record(prompts[i], i, text, generator, n_tokens, reason, dropped[i])
         bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
@@ -251,11 +328,12 @@ def _generate_hf(
 def _generate_vllm(
     model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding: dict[str, Any], *, generator: str
 ) -> list[dict[str, Any]]:  # pragma: no cover - needs CUDA
+    from transformers import AutoConfig, GenerationConfig
     from vllm import LLM, SamplingParams  # lazy: importing vllm initialises CUDA
 
     tok = _load_tokenizer(model_dir)
-    encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"]) for p in prompts]
-    from transformers import GenerationConfig
+    max_pos = getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", None)
+    encoded, dropped = encode_prompts(tok, prompts, decoding, max_pos)
 
     try:
         gen_cfg = GenerationConfig.from_pretrained(model_dir)
@@ -274,7 +352,7 @@ def _generate_vllm(
     for i, (p, o) in enumerate(zip(prompts, outputs)):
         c = o.outputs[0]
         reason = "length" if c.finish_reason == "length" else "stop"
-        results.append(_record(p, i, c.text, generator, len(c.token_ids), reason))
+        results.append(_record(p, i, c.text, generator, len(c.token_ids), reason, dropped[i]))
     return results
 
 
@@ -307,8 +385,9 @@ def generate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     decoding = resolve_decoding(decoding)
     if not prompts:
-        return []
+        raise ValueError("no prompts to answer: the prompt set is empty")
     _check_prompts(prompts)
+    require_model_kind(model_dir, "causal_lm")
     generator = generator or model_dir.name
     chosen = choose_backend(backend)
     log.info(
@@ -344,7 +423,7 @@ def read_prompts(path: str | Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = StageParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="checkpoint folder")
     ap.add_argument("--prompts", required=True, help="prompt set (JSONL or JSON list)")
     ap.add_argument("--out", required=True, help="output model_outputs JSON")
@@ -358,7 +437,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", default=None, help="also log to this file")
     args = ap.parse_args(argv)
     setup_logging(args.log)
-    spec: dict[str, Any] = json.loads(args.decoding) if args.decoding else {}
+    try:
+        spec: dict[str, Any] = json.loads(args.decoding) if args.decoding else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--decoding is not valid JSON ({exc})") from None
     if not isinstance(spec, dict):
         raise ValueError("--decoding must be a JSON object")
     if args.preset:
@@ -380,4 +462,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

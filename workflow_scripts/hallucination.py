@@ -159,3 +159,21 @@ def evaluate_records(records: Sequence[Mapping[str, Any]], vocab: Mapping[str, s
     if not out:
         raise ValueError("no record carries a task of kind 'describe' or 'pope'")
     return out
+
+
+def vocab_for(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The CHAIR vocabulary of a multimodal prompt set (its source's object list and synonyms)."""
+    if spec.get("source") == "shapes_world":
+        from .world.shapes import shapes_vocab
+
+        return shapes_vocab()
+    raise ValueError(f"prompt source {spec.get('source')!r} has no hallucination vocabulary")
+
+
+def score_generations(generations: str, out: str, spec: Mapping[str, Any], *, seed: int = 0) -> dict:
+    """CHAIR / POPE metrics of one generation file, written as JSON (the ``hallucination`` rule)."""
+    from .common import read_json, write_json
+
+    metrics = evaluate_records(read_json(generations), vocab_for(spec), seed=seed)
+    write_json(out, metrics)
+    return metrics

@@ -41,6 +41,16 @@ REPORT_FILES = {
 }
 """The report's outputs (key = the report rule's output name), relative to ``<root>/report``."""
 
+HALLUCINATION_FILES = {
+    "table_csv": "hallucination.csv",
+    "table_md": "hallucination.md",
+    "alpha_plot": "hallucination_vs_alpha.png",
+    "component_csv": "component_delta.csv",
+    "component_plot": "component_delta.png",
+    "training_plot": "vlm_training_curves.png",
+}
+"""The hallucination report's outputs (multimodal experiments only), relative to ``<root>/report``."""
+
 
 @dataclass(frozen=True, order=True)
 class Variant:
@@ -165,6 +175,20 @@ class Layout:
     @property
     def world_tokenizer(self) -> str:
         return f"{self.root}/world/tokenizer"
+
+    def shapes_file(self, name: str) -> str:
+        return f"{self.root}/shapes_world/data/{name}.jsonl"
+
+    @property
+    def shapes_tokenizer(self) -> str:
+        return f"{self.root}/shapes_world/tokenizer"
+
+    def hallucination(self, prompt_set: str, group: str, variant: str) -> str:
+        return f"{self.root}/hallucination/{prompt_set}/{group}/{variant}.json"
+
+    @property
+    def hallucination_files(self) -> dict[str, str]:
+        return {k: f"{self.root}/report/{v}" for k, v in HALLUCINATION_FILES.items()}
 
     def log(self, stage: str, *parts: str) -> str:
         return "/".join([f"{self.root}/logs/{stage}", *parts]) + ".log"

@@ -26,12 +26,11 @@ Config (see ``experiments/smollm2_offline.yaml``)::
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from .common import setup_logging
+from .common import StageParser, run_cli, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ def score_pairs(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Locate the offline MiniLM encoder, or show how a pair is encoded.")
+    ap = StageParser(description="Locate the offline MiniLM encoder, or show how a pair is encoded.")
     ap.add_argument("--package", default=PACKAGE)
     ap.add_argument("--subdir", default=MODEL_SUBDIR)
     ap.add_argument(
@@ -148,4 +147,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -24,14 +24,13 @@ remedy when the hub cannot be reached (no network, ``HF_HUB_OFFLINE=1``, file no
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .common import read_json, read_jsonl, read_records, setup_logging, write_json, write_jsonl
+from .common import StageParser, read_json, read_jsonl, read_records, run_cli, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +278,8 @@ def load_prompt_set(spec: dict, *, limit: int | None = None) -> list[dict]:
     _check_keys(spec, _SPEC_KEYS[source], f"prompt source {source!r}")
     records = _LOADERS[source](spec)
     records = _apply_limit(records, limit if limit is not None else spec.get("limit"))
+    if not records:
+        raise ValueError(f"prompt set {source} {spec.get('path') or ''}: no prompts; an empty set cannot be evaluated")
     log.info("prompt set %s: %d prompts", source, len(records))
     return records
 
@@ -359,7 +360,7 @@ def load_reference_outputs(spec: dict, *, limit: int | None = None) -> list[dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Write a prompt set (or reference outputs) to a file.")
+    ap = StageParser(description="Write a prompt set (or reference outputs) to a file.")
     ap.add_argument("--source", required=True, choices=SOURCES)
     ap.add_argument("--path", default=None, help="input file (source file) or MT-Bench data folder")
     ap.add_argument("--split", default=None, help="ultrafeedback split (default test_gen)")
@@ -386,4 +387,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

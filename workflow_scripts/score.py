@@ -16,14 +16,14 @@ Reward models without a chat template get the documented plain format :data:`PLA
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import pick_device, read_json, setup_logging, write_json
+from .common import StageParser, pick_device, read_json, run_cli, setup_logging, write_json
+from .model_kind import require_model_kind
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ def score(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not records:
         return []
+    require_model_kind(rm_dir, "reward", trust_remote_code=trust_remote_code)
     extra = {"trust_remote_code": True} if trust_remote_code else {}
     dev = pick_device(device)
     tok = AutoTokenizer.from_pretrained(rm_dir, **extra)
@@ -175,7 +176,7 @@ def record_ids(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Score generations with a reward model (raw logit).")
+    ap = StageParser(description="Score generations with a reward model (raw logit).")
     ap.add_argument("--rm", required=True, help="reward model folder")
     ap.add_argument("--generations", required=True, help="model_outputs JSON from the generate stage")
     ap.add_argument("--out", required=True, help="scores JSON ([{id, reward}])")
@@ -203,4 +204,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

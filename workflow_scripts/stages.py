@@ -37,17 +37,7 @@ def train_from_rule(
     if data is None:
         raise ValueError("training job has neither a local data file nor a hub dataset spec")
     if params.get("modality") == "image":
-        from .train.vlm import train_vlm
-
-        return train_vlm(
-            inputs["base"],
-            data,
-            out,
-            method=method,
-            fraction=float(params.get("fraction", 1.0)),
-            threads=threads,
-            **_pick(hp, VLM_HPARAMS),
-        )
+        return _train_image(inputs, data, out, params, hp, threads)
     if method in ("sft", "reward"):
         model_init = params["init"] if params.get("init") else inputs["base"]
         tokenizer_dir = inputs.get("tokenizer") or inputs["base"]
@@ -66,6 +56,40 @@ def train_from_rule(
     raise ValueError(f"unknown training method {method!r}; expected sft, reward, dpo, simpo or ddpo")
 
 
+def _train_image(inputs: Mapping[str, str], data, out: str, params: Mapping[str, Any], hp: dict, threads) -> dict:
+    """A vision-language model: from its base, or (``init``) a seeded tiny LLaVA built on the
+    world's tokenizer first, so the demo trains from scratch like the text world."""
+    import tempfile
+
+    from .train.vlm import train_vlm
+
+    kwargs = _pick(hp, VLM_HPARAMS)
+    with tempfile.TemporaryDirectory(prefix="vlm-init-") as scratch:
+        base = inputs.get("base")
+        if base is None:
+            from .multimodal import tiny_llava
+
+            arch = params["init"]
+            base = str(
+                tiny_llava(
+                    inputs["tokenizer"],
+                    Path(scratch) / "init",
+                    text=arch["text"],
+                    vision=arch["vision"],
+                    seed=int(kwargs.get("seed", 0)),
+                )
+            )
+        return train_vlm(
+            base,
+            data,
+            out,
+            method=params["method"],
+            fraction=float(params.get("fraction", 1.0)),
+            threads=threads,
+            **kwargs,
+        )
+
+
 def run_generation(
     model_dir: str, prompts: list[dict], decoding: Mapping[str, Any], out: str, *, generator: str
 ) -> None:
@@ -75,7 +99,16 @@ def run_generation(
     spec = dict(decoding)
     backend = spec.pop("backend", "auto")
     batch_size = int(spec.pop("batch_size", 32))
-    records = generate(model_dir, prompts, spec, backend=backend, batch_size=batch_size, generator=generator)
+    from .multimodal import is_vlm_folder
+
+    if is_vlm_folder(model_dir):
+        from .vlm_generate import generate_vlm
+
+        if backend == "vllm":
+            raise ValueError("decoding.backend vllm: vision-language checkpoints are answered by the hf backend")
+        records = generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size)
+    else:
+        records = generate(model_dir, prompts, spec, backend=backend, batch_size=batch_size, generator=generator)
     write_generations(records, out)
 
 
@@ -87,7 +120,11 @@ def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str
     """
     records = read_json(generations)
     ids = [str(r.get("id", i)) for i, r in enumerate(records)]
-    if rm.get("type") == "gold":
+    if rm.get("type") == "gold" and records and "scene" in records[0]:
+        from .world.shapes import grade_record as grade_shapes
+
+        rows = [{"id": i, "reward": (g := grade_shapes(r)).pop("gold"), **g} for i, r in zip(ids, records)]
+    elif rm.get("type") == "gold":
         from .world.tasks import grade_record
 
         rows = []
@@ -150,6 +187,13 @@ def generate_job(smk: Any) -> None:
     )
 
 
+def model_card_job(smk: Any) -> None:
+    from .model_card import card_from_report
+
+    w = smk.wildcards
+    card_from_report(smk.input.manifest, smk.input.results, smk.output[0], pair=w.pair, variant=w.variant)
+
+
 def prompts_job(smk: Any) -> None:
     from .common import write_jsonl
     from .prompts import load_prompt_set
@@ -198,3 +242,33 @@ def alpaca_eval_judge_job(smk: Any) -> None:
     from .alpaca_eval_judge import run_alpaca_eval
 
     run_alpaca_eval(smk.input.generations, None, smk.output[0], smk.params.annotator)
+
+
+def shapes_world_data_job(smk: Any) -> None:
+    from .world.shapes_build import write_shapes_world
+
+    write_shapes_world(dict(smk.params.world), dict(smk.output.items()))
+
+
+def shapes_world_tokenizer_job(smk: Any) -> None:
+    from .world.shapes_build import build_shapes_tokenizer
+
+    build_shapes_tokenizer(smk.input.sft, smk.input.prefs, smk.output[0], smk.params.vocab_size)
+
+
+def shapes_prompts_job(smk: Any) -> None:
+    from .world.shapes_build import write_shapes_prompts
+
+    write_shapes_prompts(smk.input.world, smk.output[0], dict(smk.params.spec))
+
+
+def hallucination_job(smk: Any) -> None:
+    from .hallucination import score_generations
+
+    score_generations(smk.input.generations, smk.output[0], dict(smk.params.spec), seed=smk.params.seed)
+
+
+def hallucination_report_job(smk: Any) -> None:
+    from .hallucination_report import build_hallucination_report
+
+    build_hallucination_report(dict(smk.input.items()), dict(smk.output.items()), dict(smk.params.report))

@@ -1,5 +1,6 @@
 """``python -m workflow_scripts.checkpoints``."""
 
+from ..common import run_cli
 from .stage import main
 
-main()
+run_cli(main)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ..common import read_json, write_json
+from ..extrapolate.header import validate_safetensors
 from .spec import SOURCE_FILE, TOKENIZER_FILES, CheckpointError, normalize_spec, weights_format
 
 log = logging.getLogger(__name__)
@@ -24,16 +27,51 @@ def describe_folder(folder: Path) -> list[dict]:
     return rows
 
 
+def _broken_links(folder: Path, where: str) -> None:
+    """Name a symlink loop or a dangling link (``is_file()`` is False for both, which would read as
+    "no model weights")."""
+    for p in sorted(folder.iterdir()):
+        if not p.is_symlink():
+            continue
+        try:
+            p.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 reports loops this way
+            raise CheckpointError(f"{where}: {p.name} is a symlink loop; fix or remove the link") from None
+        except OSError as exc:
+            kind = "a symlink loop" if exc.errno == errno.ELOOP else "a broken symlink"
+            raise CheckpointError(
+                f"{where}: {p.name} is {kind} (-> {os.readlink(p)}); fix or remove the link"
+            ) from None
+
+
+def _check_safetensors(folder: Path, names: list[str], index_name: str, where: str) -> None:
+    """Every safetensors file valid (header and size); the shard index naming only real tensors."""
+    headers: dict[str, set[str]] = {}
+    for name in sorted(n for n in names if n.endswith(".safetensors")):
+        try:
+            headers[name] = set(validate_safetensors(folder / name))
+        except ValueError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+    if index_name not in names:
+        return
+    weight_map = read_json(folder / index_name)["weight_map"]
+    for tensor, shard in sorted(weight_map.items()):
+        if tensor not in headers.get(shard, set()):
+            raise CheckpointError(f"{where}/{index_name}: tensor {tensor!r} is not in {shard} (mismatched index)")
+
+
 def validate_folder(folder: Path, *, allow_pickle: bool = False, where: str | None = None) -> str:
     """Check that ``folder`` is a loadable HF checkpoint; return its weights format.
 
-    Why this much: a folder without ``config.json``, or whose shard index names missing shards,
-    would only fail much later inside a GPU job.
+    Why this much: a folder without ``config.json``, whose shard index names missing shards, or
+    whose safetensors file is truncated would only fail much later inside a GPU job. Only headers
+    are read, so this costs milliseconds even for a 70B model.
     """
     folder = Path(folder)
     where = where or str(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{where}: not a folder")
+    _broken_links(folder, where)
     names = [p.name for p in folder.iterdir() if p.is_file()]
     if "config.json" not in names:
         raise CheckpointError(f"{where}: no config.json (is this a Hugging Face model folder?)")
@@ -42,11 +80,13 @@ def validate_folder(folder: Path, *, allow_pickle: bool = False, where: str | No
     if index_name in names:
         try:
             shards = set(read_json(folder / index_name)["weight_map"].values())
-        except (KeyError, json.JSONDecodeError, TypeError) as exc:
+        except (KeyError, json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{where}/{index_name}: unreadable shard index ({exc})") from exc
         missing = sorted(shards - set(names))
         if missing:
             raise CheckpointError(f"{where}: shard(s) named in {index_name} are missing: {missing}")
+    if fmt == "safetensors":
+        _check_safetensors(folder, names, index_name, where)
     if not any(n in names for n in TOKENIZER_FILES):
         log.warning("%s: no tokenizer files (%s); generation needs a tokenizer", where, ", ".join(TOKENIZER_FILES))
     return fmt

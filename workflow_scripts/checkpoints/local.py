@@ -20,6 +20,8 @@ def _materialize_local(spec: dict, out: Path) -> dict:
     if spec.get("package"):  # a model folder shipped inside an installed package (offline models)
         path = package_root(spec["package"], where="local source") / spec["path"]
     if not path.exists():
+        if path.is_symlink():
+            raise CheckpointError(f"local source: {str(path)!r} is a broken symlink or a symlink loop")
         raise CheckpointError(f"local source: folder {str(path)!r} does not exist")
     path = path.resolve()
     if path == out.resolve():

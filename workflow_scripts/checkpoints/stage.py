@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
-from ..common import read_json, setup_logging
+from ..common import StageParser, read_json, setup_logging
 from .adapter import is_adapter_spec, materialize_adapter
 from .folder import is_complete
 from .gguf import _materialize_gguf
@@ -49,7 +48,7 @@ def _describe(spec: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = StageParser(
         prog="python -m workflow_scripts.checkpoints",
         description="Checkpoint stage: turn a model source spec into an ordinary Hugging Face folder.",
     )

@@ -14,7 +14,9 @@ def boot(snakemake):
     root = str(Path(snakemake.scriptdir).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    from workflow_scripts.common import set_threads, setup_logging
+    from workflow_scripts.common import install_error_handling, set_threads, setup_logging
+
+    install_error_handling()  # user errors: one line, the last of the job's log
 
     if snakemake.log:
         log = Path(snakemake.log[0])

@@ -1,5 +1,6 @@
 """``python -m workflow_scripts.train``."""
 
+from ..common import run_cli
 from .cli import main
 
-main()
+run_cli(main)

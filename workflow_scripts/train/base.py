@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import atomic_dir, write_json
+from ..model_kind import require_model_kind
 from .data import PathLike
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def _init_model(model_init: dict | PathLike, tok, *, seed: int, reward: bool = F
     if reward:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kw)
     else:
+        require_model_kind(path, "causal_lm", tokenizer=False)
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
     model.config.pad_token_id = tok.pad_token_id
     return model

@@ -207,3 +207,20 @@ def shapes_vocab() -> dict[str, str]:
     from ..hallucination import build_vocab
 
     return build_vocab(SHAPES)
+
+
+def grade_record(record: dict) -> dict[str, float]:
+    """The gold reward of one answer: object F1 against the scene for a description (silence
+    scores 0, a hallucinated object costs precision), 1/0 for a yes/no question."""
+    from ..hallucination import mentioned_objects, parse_yes_no
+
+    task = record.get("task") or {}
+    if task.get("kind") == "describe":
+        said, gold = mentioned_objects(record.get("output", ""), shapes_vocab()), set(task["objects"])
+        hit = len(said & gold)
+        f1 = 2 * hit / (len(said) + len(gold)) if said or gold else 1.0
+        return {"gold": f1, "correctness": f1, "hallucinated": float(len(said - gold))}
+    if task.get("kind") == "pope":
+        ok = float(parse_yes_no(record.get("output", "")) == task["label"])
+        return {"gold": ok, "correctness": ok, "hallucinated": float(not ok and task["label"] == "no")}
+    raise ValueError(f"record {record.get('id', '?')}: no shapes-world task (kind describe or pope)")

@@ -1,0 +1,3 @@
+from _boot import run_stage
+
+run_stage(snakemake, "shapes_world_tokenizer")  # noqa: F821
