@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import json
 import logging
 import math
@@ -32,6 +33,34 @@ CARD_NAME = "README.md"
 TAGS = ["expo", "model-extrapolation", "merge"]
 INHERITED_KEYS = ("license", "license_name", "license_link", "language")
 """Metadata taken over from the aligned (else SFT) model's card: a merge is bound by their licence."""
+TRAINING_ARTIFACTS = (
+    "README.md",  # the aligned model's card: the output gets its own (workflow_scripts.model_card)
+    "source.json",  # the checkpoint stage's record of where the aligned folder came from
+    "trainer_state.json",
+    "training_args*",
+    "optimizer*",
+    "scheduler*",
+    "scaler*",
+    "rng_state*",
+    "adapter_config.json",
+    "adapter_model*",
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "training_manifest.json",
+    "training_history.csv",
+    "events.out.tfevents*",
+    "*.log",
+)
+"""Files of the aligned folder that describe its training, not the model: never copied, so the
+output cannot pass for the aligned model. Config, tokenizer, generation config, chat template,
+processor files (and custom code) are copied."""
+
+
+def is_training_artifact(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pat) for pat in TRAINING_ARTIFACTS)
+
+
 _HUB_CACHE = re.compile(r"/models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})(?:/|$)")
 
 

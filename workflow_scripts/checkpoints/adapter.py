@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ..common import atomic_dir, read_json
+from ..model_card import is_training_artifact
 from .folder import _finish_record, describe_folder, validate_folder
-from .spec import SOURCE_FILE, CheckpointError, normalize_spec
+from .spec import SOURCE_FILE, CheckpointError, _wanted, normalize_spec
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +169,12 @@ def check_base_name(adapter_cfg: dict, base: Path, *, where: str) -> None:
 
 def check_base_shapes(adapter_dir: Path, model: Any, *, where: str) -> int:
     """Every adapted module exists in ``model`` with the adapter's (in, out) sizes; return how many."""
-    from ..extrapolate.header import read_safetensors_header
-
-    header, _ = read_safetensors_header(adapter_dir / ADAPTER_WEIGHTS)
     modules = dict(model.named_modules())
     seen: dict[str, dict[str, list[int]]] = {}
-    for key, info in header.items():
+    for key, shape in _shapes(adapter_dir / ADAPTER_WEIGHTS).items():
         m = _LORA_KEY.match(key)
         if m:
-            seen.setdefault(m["module"], {})[m["ab"]] = info["shape"]
+            seen.setdefault(m["module"], {})[m["ab"]] = shape
     if not seen:
         raise CheckpointError(f"{where}: no LoRA tensors (lora_A/lora_B) in {ADAPTER_WEIGHTS}; only LoRA is merged")
     for name, ab in sorted(seen.items()):
@@ -198,15 +196,16 @@ def merge_into(base: Path, adapter_dir: Path, out: Path, *, where: str) -> dict:
     import transformers
     from peft import PeftModel
 
-    from ..extrapolate.manifest import copy_aux_files
-
     cfg = read_json(base / "config.json")
     arch = (cfg.get("architectures") or ["AutoModelForCausalLM"])[0]
     cls = getattr(transformers, arch, None) or transformers.AutoModelForCausalLM
     model = cls.from_pretrained(base, dtype="auto")
     n = check_base_shapes(adapter_dir, model, where=where)
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    copy_aux_files(base, out)
+    for f in base.iterdir():  # tokenizer, generation config, chat template, processor files
+        if f.is_file() and not f.name.endswith(".safetensors") and _wanted(f.name, False):
+            if not is_training_artifact(f.name) and not f.name.endswith(".index.json"):
+                shutil.copy2(f, out / f.name)
     for f in adapter_dir.iterdir():  # an adapter's own tokenizer / chat template wins over the base's
         if f.is_file() and (f.name.startswith("tokenizer") or f.name.startswith("chat_template")):
             shutil.copy2(f, out / f.name)
@@ -215,11 +214,20 @@ def merge_into(base: Path, adapter_dir: Path, out: Path, *, where: str) -> dict:
     return {"architecture": arch, "adapted_modules": n}
 
 
+def _shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name → shape of a safetensors file, or of every shard of a folder (no data read)."""
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(path.glob("*.safetensors")) if path.is_dir() else [path]:
+        with safe_open(f, "pt") as fh:
+            out.update({k: list(fh.get_slice(k).get_shape()) for k in fh.keys()})
+    return out
+
+
 def _check_names(base: Path, out: Path, where: str) -> None:
     """The merged folder has the base's tensor names and shapes (extrapolation pairs them by name)."""
-    from ..extrapolate.reader import load_checkpoint
-
-    a, b = load_checkpoint(base, role="sft").tensors, load_checkpoint(out, role="aligned").tensors
-    diff = sorted(set(a) ^ set(b)) or sorted(n for n in a if a[n].shape != b[n].shape)
+    a, b = _shapes(base), _shapes(out)
+    diff = sorted(set(a) ^ set(b)) or sorted(n for n in a if a[n] != b[n])
     if diff:
         raise CheckpointError(f"{where}: the merged model's tensors differ from the base's (e.g. {diff[:3]})")

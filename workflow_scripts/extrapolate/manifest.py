@@ -7,7 +7,6 @@ schemes should be chosen from (:mod:`workflow_scripts.delta_report`).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import math
@@ -20,6 +19,7 @@ from workflow_scripts.common import format_alpha
 from workflow_scripts.extrapolate.dtypes import TORCH_NAME
 from workflow_scripts.extrapolate.numerics import Stats
 from workflow_scripts.extrapolate.plan import OutTensor, Plan
+from workflow_scripts.model_card import is_training_artifact
 from workflow_scripts.scheme_components import LANGUAGE_MODEL, ComponentScheme
 from workflow_scripts.schemes import Scheme
 
@@ -29,28 +29,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgp
 WEIGHT_INDEXES = (".safetensors.index.json", ".bin.index.json")
 SMALL_FILE_HASH_LIMIT = 64 * 2**20
 """Non-weight files below this size are always hashed in the manifest (cheap, and they change)."""
-TRAINING_ARTIFACTS = (
-    "README.md",  # the aligned model's card: the output gets its own (workflow_scripts.model_card)
-    "source.json",  # the checkpoint stage's record of where the aligned folder came from
-    "trainer_state.json",
-    "training_args*",
-    "optimizer*",
-    "scheduler*",
-    "scaler*",
-    "rng_state*",
-    "adapter_config.json",
-    "adapter_model*",
-    "all_results.json",
-    "train_results.json",
-    "eval_results.json",
-    "training_manifest.json",
-    "training_history.csv",
-    "events.out.tfevents*",
-    "*.log",
-)
-"""Files of the aligned folder that describe its training, not the model: never copied, so the
-output cannot pass for the aligned model. Config, tokenizer, generation config, chat template,
-processor files (and custom code) are copied."""
 
 
 def _is_weight_file(name: str) -> bool:
@@ -90,10 +68,6 @@ def describe_inputs(path: Path, *, hash_weights: bool = False) -> dict:
         "revision": _revision(path) or ident["revision"],
         "files": files,
     }
-
-
-def is_training_artifact(name: str) -> bool:
-    return any(fnmatch.fnmatch(name, pat) for pat in TRAINING_ARTIFACTS)
 
 
 def copy_aux_files(aligned: Path, out: Path) -> list[str]:
