@@ -32,6 +32,23 @@ include: "rules/multimodal.smk"
 include: "rules/cards.smk"
 
 
+# Seconds of work each: on a cluster they run on the login node instead of waiting in the queue.
+localrules:
+    all,
+    world_data,
+    world_tokenizer,
+    prompt_set,
+    reference_outputs,
+    alpaca_eval_judge,
+    report,
+
+
+onstart:
+    from workflow_scripts.slurm_check import check_slurm_run
+
+    check_slurm_run(workflow)  # SLURM executor only: a job larger than every partition stops the run here
+
+
 rule all:
     default_target: True
     input:

@@ -1,4 +1,4 @@
-"""Tests for the streaming extrapolation engine, its schemes and the Δ report (issue 3)."""
+"""Tests for the streaming extrapolation engine, its schemes and the Δ report."""
 
 from __future__ import annotations
 

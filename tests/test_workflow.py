@@ -6,6 +6,7 @@ repository, so nothing is written into the checkout.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -267,6 +268,31 @@ def test_end_to_end_report(finished_run):
     got = {(e.dataset_name, e.metric_type): e.metric_value for e in card.data.eval_results}
     assert got[("eval", "gold")] == pytest.approx(row.gold_mean)
     assert not (results / "extrapolated" / "dpo" / "alpha1" / "training_manifest.json").exists()
+
+
+def test_snakemake_report_opens_on_the_description_and_holds_summary_and_answers(finished_run, tmp_path):
+    """`snakemake --report`: the front page says which α was chosen; summary.html (the table) and
+    answers.html (every answer) are in it, embedded as data URIs."""
+    wd, results, _ = finished_run
+    out = tmp_path / "report.html"
+    snakemake(wd, "--report", str(out))
+    page = out.read_text()
+    assert "has the highest mean gold reward on the dev prompts" in page  # overview.rst on the front page
+    embedded = {}
+    for blob in re.findall(r"data:text/html[^,]*;base64,([A-Za-z0-9+/=]+)", page):
+        text = base64.b64decode(blob).decode("utf-8", "replace")
+        if "<title>ExPO summary" in text:
+            embedded["summary"] = text
+        elif "<title>ExPO answers" in text:
+            embedded["answers"] = text
+    assert {"summary", "answers"} <= set(embedded), sorted(embedded)
+    df = pd.read_csv(results / "report" / "summary.csv")
+    for label in df[df.prompt_set == "eval"].variant:
+        assert f"<td>{label}" in embedded["summary"]
+    gens = json.loads((results / "generations" / "eval" / "dpo" / "alpha1.json").read_text())
+    data = json.loads(re.search(r'id="data">(.*?)</script>', embedded["answers"], re.S).group(1))
+    outputs = {(p["id"], vid): a["o"] for p in data["prompts"] for vid, a in p["answers"].items()}
+    assert all(outputs[(g["id"], "dpo/alpha1")] == g["output"] for g in gens)
 
 
 def test_nothing_to_do_after_a_finished_run(finished_run):

@@ -7,7 +7,7 @@ Constructing it runs every cross-reference check a JSON schema cannot express; e
 
 How to extend it: a new variant kind adds a method that yields :class:`~.layout.Variant` objects and
 joins :meth:`Experiment.variants`; a new prompt-set rule edits :meth:`Experiment.variants_for`; a
-new check is a ``_check_*`` method listed in :attr:`Experiment.CHECKS` (run in that order).
+new cross-reference check is a function in :mod:`.experiment_checks` listed in its ``CHECKS``.
 
 Torch-free (stdlib + the scheme parser): importing it costs milliseconds at DAG time.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 from .common import format_alpha
 from .experiment_multimodal import MultimodalPlanning
-from .layout import BASE_GROUP, RESERVED_GROUPS, Layout, Variant
+from .layout import BASE_GROUP, Layout, Variant
 
 VARIANT_SELECTION_KEYS = ("alphas", "schemes")
 """Prompt-set keys that choose which variants answer the set, not what the prompts are: kept out
@@ -66,27 +66,14 @@ def _fail(msg: str) -> None:
 class Experiment(MultimodalPlanning):
     """Planning queries over one validated config (schema defaults already applied)."""
 
-    CHECKS = (
-        "_check_world",
-        "_check_multimodal",
-        "_check_models",
-        "_check_pairs",
-        "_check_vlm_pairs",
-        "_check_schemes",
-        "_check_reward_models",
-        "_check_prompt_sets",
-        "_check_evaluation",
-        "_check_training",
-        "_check_decoding",
-    )
-
     def __init__(self, config: Mapping[str, Any], *, check: bool = True):
         self.config = config
         self.name: str = config["experiment"]
         self.layout = Layout(self.name)
         if check:
-            for name in self.CHECKS:
-                getattr(self, name)()
+            from .experiment_checks import run_checks  # it imports this module's names
+
+            run_checks(self)
 
     # ------------------------------------------------------------------ models
 
@@ -417,130 +404,6 @@ class Experiment(MultimodalPlanning):
             "max_new_tokens": self.config.get("decoding", {}).get("max_new_tokens"),
             "pair_meta": self.pair_meta(),
         }
-
-    # ------------------------------------------------------------------ checks
-
-    def _check_models(self) -> None:
-        for key, spec in self.models.items():
-            if "adapter_of" in spec:
-                if spec["source"] not in ("hub", "local"):
-                    _fail(f"model {key!r}: adapter_of needs a hub or local adapter, not source {spec['source']!r}")
-                self.model_spec(spec["adapter_of"])
-                self.model_num_layers(key)  # a cycle of adapter bases fails here
-            if spec["source"] != "train":
-                continue
-            self.dataset_spec(spec["data"])
-            if "base" in spec:
-                self.model_spec(spec["base"])
-                self.model_num_layers(key)  # a cycle of bases fails here
-            else:
-                self.init_architecture(key)
-
-    def _check_pairs(self) -> None:
-        for pair, p in self.pairs.items():
-            if pair in RESERVED_GROUPS:
-                _fail(f"pair {pair!r}: the name is reserved for the workflow's own groups {list(RESERVED_GROUPS)}")
-            for side in ("sft", "aligned"):
-                if p[side] not in self.models:
-                    _fail(f"pair {pair!r}: {side} model {p[side]!r} is not defined under `models`")
-            base = self.adapter_base(p["aligned"])
-            if base is not None and base != p["sft"]:
-                _fail(
-                    f"pair {pair!r}: aligned model {p['aligned']!r} is an adapter over {base!r}, not over the "
-                    f"pair's SFT model {p['sft']!r}; Δ = θ_aligned − θ_sft needs the adapter's own base"
-                )
-            self.pair_schemes(pair)
-
-    def _check_vlm_pairs(self) -> None:
-        """A vision-language pair is extrapolated only with α per component: with a plain α the
-        engine would count vision layers as decoder layers (it refuses such a job; this says so
-        before any job runs)."""
-        for pair, p in self.pairs.items():
-            if p.get("components") or not self.model_is_multimodal(p["sft"]):
-                continue
-            plain = [s for s in self.pair_schemes(pair) if "components" not in self.scheme_spec(s)]
-            what = f"its α sweep and schemes {plain}" if plain else "its α sweep"
-            _fail(
-                f"pair {pair!r}: SFT model {p['sft']!r} is a vision-language model, and {what} would treat "
-                "vision-tower layers as decoder layers; set the pair's `components:` (e.g. {vision_tower: 0, "
-                "multi_modal_projector: 0}) so the sweep moves only the language model"
-            )
-
-    def _check_schemes(self) -> None:
-        from .schemes import Scheme
-
-        for pair, p in self.pairs.items():
-            depth = self.model_num_layers(p["sft"])
-            for s in self.pair_schemes(pair):
-                try:
-                    scheme = Scheme.from_config(self.pair_scheme_spec(pair, s))
-                    if depth is not None:
-                        scheme.validate_for(depth)
-                except ValueError as exc:
-                    _fail(f"extrapolation.schemes.{s} (pair {pair!r}, sft model {p['sft']!r}): {exc}")
-
-    def _check_reward_models(self) -> None:
-        for name, rm in self.reward_models.items():
-            if "model" in rm and rm["model"] not in self.models:
-                _fail(f"reward model {name!r}: model {rm['model']!r} is not defined under `models`")
-
-    def _check_prompt_sets(self) -> None:
-        all_alphas = {a for pair in self.pairs for a in self.pair_alphas(pair)}
-        for ps, spec in self.prompt_sets.items():
-            for a in spec.get("alphas") or []:
-                if format_alpha(a) not in all_alphas:
-                    _fail(f"prompt set {ps!r}: α {a} is not in any pair's α list {sorted(all_alphas, key=float)}")
-            for s in spec.get("schemes") or []:
-                if s not in self.schemes:
-                    _fail(f"prompt set {ps!r}: unknown scheme {s!r}; defined: {sorted(self.schemes)}")
-            ref = spec.get("reference")
-            if ref is not None and spec["source"] == "ultrafeedback":
-                _fail(f"prompt set {ps!r}: no reference outputs are known for ultrafeedback prompts")
-            if ref is not None and spec["source"] in ("file", "world") and "path" not in ref:
-                _fail(
-                    f"prompt set {ps!r}: reference outputs for a {spec['source']} prompt set need "
-                    "`reference: {path: answers.jsonl}` (ids and instructions matching the prompts)"
-                )
-
-    def _check_evaluation(self) -> None:
-        ev = self.evaluation
-        if ev.get("baseline") == "reference" and not any(self.has_reference(ps) for ps in self.prompt_sets):
-            _fail("evaluation.baseline is 'reference' but no prompt set has `reference:` outputs")
-        if ev.get("primary_reward") and ev["primary_reward"] not in self.reward_models:
-            _fail(f"evaluation.primary_reward {ev['primary_reward']!r} is not a reward model")
-        dev = ev.get("dev_prompt_set")
-        if dev and dev not in self.prompt_sets:
-            _fail(f"evaluation.dev_prompt_set {dev!r} is not a prompt set")
-
-    def _check_world(self) -> None:
-        if self.uses_world() and "world" not in self.config:
-            _fail("a dataset, prompt set or model uses the demo world but the config has no `world:`")
-
-    def _check_training(self) -> None:
-        for method, hp in (self.config.get("training") or {}).items():
-            _check_hparams(f"training.{method}", method, hp, ("freeze",))
-        for key in self.trained_models():
-            spec = self.models[key]
-            extra = self.modality_hparams(key)
-            _check_hparams(f"models.{key}.hparams", spec["method"], spec.get("hparams", {}), extra)
-            if spec["method"] == "ddpo" and "ddpo" not in self.hparams(key):
-                _fail(f"models.{key}: method ddpo needs hparams.ddpo {{gamma: <number>, average: <bool>}}")
-
-    def _check_decoding(self) -> None:
-        from .decoding import resolve_decoding
-
-        spec = {k: v for k, v in self.decoding().items() if k not in GENERATION_ONLY_DECODING_KEYS}
-        try:
-            resolve_decoding(spec)
-        except ValueError as exc:
-            _fail(str(exc))  # names the key: "decoding top_k=-1: must be ..."
-
-
-def _check_hparams(where: str, method: str, hp: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
-    known = (*HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS), *extra)
-    unknown = sorted(set(hp) - set(known))
-    if unknown:
-        _fail(f"{where}: {unknown} are not {method} hyperparameters; known: {list(known)}")
 
 
 def _local_num_layers(spec: Mapping[str, Any]) -> int | None:

@@ -30,6 +30,11 @@ SCHEME_PREFIX = "scheme_"
 REPORT_FILES = {
     "summary_csv": "summary.csv",
     "summary_md": "summary.md",
+    "summary_html": "summary.html",
+    "results_long": "results_long.csv",
+    "per_prompt": "per_prompt.csv",
+    "answers_html": "answers.html",
+    "overview_rst": "overview.rst",
     "reward_plot": "reward_vs_alpha.png",
     "diagnostics_plot": "diagnostics_vs_alpha.png",
     "delta_csv": "layer_delta.csv",
