@@ -15,7 +15,7 @@ localrules:
 rule model_card:
     input:
         manifest=f"{R}/manifests/{{pair}}/{{variant}}.json",
-        results=REPORT_FILES["summary_csv"],
+        results=REPORT_FILES["results_long"],
     output:
         f"{R}/cards/{{pair}}/{{variant}}/README.md",
     log:

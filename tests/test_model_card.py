@@ -133,14 +133,17 @@ def test_card_from_a_long_results_table(pair, tmp_path):
     table = _summary(
         tmp_path / "results.csv",
         [
-            {"variant_id": "dpo/alpha2", "prompt_set": "eval", "metric": "reward", "value": 1.5, "ci_low": 1,
-             "ci_high": 2},
+            {"variant_id": "dpo/alpha2", "prompt_set": "eval", "metric": "mean_reward", "reward_model": "rm",
+             "value": 1.5, "ci_low": 1, "ci_high": 2},
+            {"variant_id": "dpo/alpha2", "prompt_set": "eval", "metric": "empty_rate", "reward_model": "",
+             "value": 0.0, "ci_low": "", "ci_high": ""},
             {"variant_id": "dpo/alpha0.5", "prompt_set": "eval", "metric": "reward", "value": 9, "ci_low": 8,
              "ci_high": 10},
         ],
     )  # fmt: skip
     assert results_for(table, "dpo/alpha2") == [
-        {"prompt_set": "eval", "metric": "reward", "value": 1.5, "ci_low": 1.0, "ci_high": 2.0}
+        {"prompt_set": "eval", "metric": "rm/mean_reward", "value": 1.5, "ci_low": 1.0, "ci_high": 2.0},
+        {"prompt_set": "eval", "metric": "empty_rate", "value": 0.0, "ci_low": None, "ci_high": None},
     ]
 
 

@@ -266,7 +266,7 @@ def test_end_to_end_report(finished_run):
     assert card.data.base_model == ["sft", "dpo"] and card.data.base_model_relation == "merge"
     row = ev[ev.variant == "α=1"].iloc[0]
     got = {(e.dataset_name, e.metric_type): e.metric_value for e in card.data.eval_results}
-    assert got[("eval", "gold")] == pytest.approx(row.gold_mean)
+    assert got[("eval", "gold/mean_reward")] == pytest.approx(row.gold_mean)
     assert not (results / "extrapolated" / "dpo" / "alpha1" / "training_manifest.json").exists()
 
 

@@ -249,9 +249,9 @@ def write_card(path: str | Path, manifest: Mapping[str, Any], *, model_name: str
 def results_for(table: str | Path, model: str) -> list[dict]:
     """The report's numbers of one model (``<pair>/<variant>``) as ``{prompt_set, metric, value, ci_*}``.
 
-    Reads a long table (columns ``metric`` and ``value``, the model in ``variant_id`` or ``model``)
-    or the wide ``summary.csv`` (``<name>_mean`` / ``<name>_win_rate`` with ``_ci_low`` /
-    ``_ci_high``). Non-numeric or missing values are left out.
+    Reads the report's ``results_long.csv`` (columns ``metric``, ``value``, optional
+    ``reward_model``, the model in ``variant_id``) or the wide ``summary.csv`` (``<name>_mean`` /
+    ``<name>_win_rate`` with ``_ci_low`` / ``_ci_high``). Non-numeric or missing values are left out.
     """
     with open(table, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -274,10 +274,11 @@ def _num(x: Any) -> float | None:
 
 
 def _long_results(rows: Iterable[dict]) -> list[dict]:
+    """Rows of ``results_long.csv``: a metric of a reward model is named ``<reward model>/<metric>``."""
     return [
         {
             "prompt_set": r.get("prompt_set", ""),
-            "metric": r["metric"],
+            "metric": f"{r['reward_model']}/{r['metric']}" if r.get("reward_model") else r["metric"],
             "value": _num(r["value"]),
             "ci_low": _num(r.get("ci_low")),
             "ci_high": _num(r.get("ci_high")),
@@ -318,7 +319,7 @@ def card_from_report(manifest: str | Path, table: str | Path, out: str | Path, *
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="model card (README.md) of an extrapolated checkpoint")
     ap.add_argument("--manifest", required=True, type=Path, help="the extrapolation's manifest.json")
-    ap.add_argument("--results", type=Path, default=None, help="the report's summary.csv (or a long results table)")
+    ap.add_argument("--results", type=Path, default=None, help="the report's results_long.csv (or summary.csv)")
     ap.add_argument("--pair", required=True)
     ap.add_argument("--variant", required=True, help="e.g. alpha0.5 or scheme_thirds")
     ap.add_argument("--out", required=True, type=Path, help="README.md to write (or a folder)")
