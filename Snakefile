@@ -27,6 +27,7 @@ include: "rules/train.smk"
 include: "rules/extrapolate.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
+include: "rules/search.smk"
 include: "rules/report.smk"
 include: "rules/multimodal.smk"
 include: "rules/cards.smk"
@@ -54,5 +55,6 @@ rule all:
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
+        search_report_targets(),
         hallucination_targets(),
         all_cards(),

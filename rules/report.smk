@@ -8,6 +8,8 @@ rule report:
         manifests=all_manifests(),
         training=all_training_records(),
         published="resources/expo_published_results.csv",
+        search=search_results(),
+        searched=searched_targets,
     output:
         summary_html=report(
             REPORT_FILES["summary_html"],

@@ -70,6 +70,9 @@ class Experiment(MultimodalPlanning):
         self.config = config
         self.name: str = config["experiment"]
         self.layout = Layout(self.name)
+        from .search.planning import SearchPlanning
+
+        self.search = SearchPlanning(self)
         if check:
             from .experiment_checks import run_checks  # it imports this module's names
 
@@ -177,6 +180,25 @@ class Experiment(MultimodalPlanning):
         raw = self.pairs[pair].get("alphas") or self.config["extrapolation"]["alphas"]
         return list(dict.fromkeys(format_alpha(a) for a in raw))
 
+    def logit_alphas(self) -> list[str]:
+        """Formatted α of the decoding-time (logit) extrapolation variants, in order."""
+        return list(dict.fromkeys(format_alpha(a) for a in self.config["extrapolation"].get("logit_alphas") or []))
+
+    def logit_report_files(self) -> list[str]:
+        """Answers, scores and job timings of each logit α and its weight counterpart (same α), on
+        every prompt set but the dev set: the weight-vs-logit table's inputs."""
+        L, out = self.layout, []
+        for ps in self.prompt_sets:
+            if ps == self.dev_prompt_set:
+                continue
+            for pair in self.pairs:
+                for a in self.logit_alphas():
+                    for v in (Variant.logit_of(pair, a), Variant.alpha_of(pair, a)):
+                        out += [L.generation(ps, pair, v.name), L.benchmark("generate", ps, pair, v.name)]
+                        out += [L.score(ps, rm, pair, v.name) for rm in self.reward_models if self.scorable(ps, rm)]
+                    out.append(L.benchmark("extrapolate", pair, Variant.alpha_of(pair, a).name))
+        return out
+
     def pair_schemes(self, pair: str) -> list[str]:
         chosen = self.pairs[pair].get("schemes", list(self.schemes))
         for s in chosen:
@@ -208,11 +230,13 @@ class Experiment(MultimodalPlanning):
         return {p["aligned"] for p in self.pairs.values()}
 
     def pair_variants(self, pair: str) -> Iterator[Variant]:
-        """The extrapolations of one pair: uniform α first, then layer schemes."""
+        """The extrapolations of one pair: uniform α first, then layer schemes, then logit α."""
         for a in self.pair_alphas(pair):
             yield Variant.alpha_of(pair, a)
         for s in self.pair_schemes(pair):
             yield Variant.scheme_of(pair, s)
+        for a in self.logit_alphas():
+            yield Variant.logit_of(pair, a)
 
     def variants(self) -> list[Variant]:
         """Every model whose answers are generated and scored: baselines (group ``base``, named by
@@ -223,7 +247,8 @@ class Experiment(MultimodalPlanning):
         return out
 
     def extrapolations(self) -> list[Variant]:
-        return [v for v in self.variants() if v.group != BASE_GROUP]
+        """Variants with an extrapolated checkpoint (and manifest); logit variants have none."""
+        return [v for v in self.variants() if v.group != BASE_GROUP and v.kind != "logit"]
 
     # ------------------------------------------------------------------ prompt sets
 
@@ -262,6 +287,8 @@ class Experiment(MultimodalPlanning):
                 ok = v.name in aligned or not dev
             elif v.kind == "alpha":
                 ok = keep_alpha is None or v.alpha_text in keep_alpha
+            elif v.kind == "logit":
+                ok = not dev
             else:
                 ok = not dev and (keep_scheme is None or v.scheme in keep_scheme)
             if ok:

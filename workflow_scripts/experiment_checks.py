@@ -161,6 +161,13 @@ def check_hparams(where: str, method: str, hp: Mapping[str, Any], extra: tuple[s
         _fail(f"{where}: {unknown} are not {method} hyperparameters; known: {list(known)}")
 
 
+def check_search(exp: Experiment) -> None:
+    try:
+        exp.search.check()
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 CHECKS: tuple[Callable[[Experiment], None], ...] = (
     check_world,
     check_multimodal,
@@ -173,6 +180,7 @@ CHECKS: tuple[Callable[[Experiment], None], ...] = (
     check_evaluation,
     check_training,
     check_decoding,
+    check_search,
 )
 
 

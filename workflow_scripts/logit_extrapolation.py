@@ -193,6 +193,25 @@ def generate_logit_extrapolated(
     return results  # type: ignore[return-value]
 
 
+def run_logit_generation(
+    inputs: Mapping[str, str], alpha: float, decoding: Mapping[str, Any], out: str, *, generator: str
+) -> None:
+    """The ``generate_logit`` rule: ``inputs`` has ``aligned``, ``sft`` and ``prompts`` paths.
+
+    The decoding spec is the one weight-extrapolated variants get (so the two kinds are compared
+    under the same decoding); its ``backend`` is ignored (two-model decoding runs on Hugging Face).
+    """
+    spec = dict(decoding)
+    if spec.pop("backend", "auto") not in ("auto", "hf"):
+        log.info("logit extrapolation runs on the Hugging Face backend (the configured backend is for one model)")
+    batch_size = int(spec.pop("batch_size", 16))
+    prompts = read_prompts(inputs["prompts"])
+    recs = generate_logit_extrapolated(
+        inputs["aligned"], inputs["sft"], alpha, prompts, spec, batch_size=batch_size, generator=generator
+    )
+    write_generations(recs, out)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--aligned", required=True, help="aligned checkpoint folder")

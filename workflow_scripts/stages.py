@@ -272,3 +272,12 @@ def hallucination_report_job(smk: Any) -> None:
     from .hallucination_report import build_hallucination_report
 
     build_hallucination_report(dict(smk.input.items()), dict(smk.output.items()), dict(smk.params.report))
+
+
+from .search.jobs import (  # noqa: E402,F401  (the search and logit rules' jobs, found by name)
+    generate_logit_job,
+    logit_report_job,
+    search_plan_job,
+    search_report_job,
+    search_result_job,
+)

@@ -32,11 +32,18 @@ def _as_list(x: Any) -> list[str]:
 
 def build_report(inputs: Mapping[str, Any], outputs: Mapping[str, str], params: Mapping[str, Any]) -> pd.DataFrame:
     """Everything the `report` rule writes (``layout.REPORT_FILES``); returns the summary table."""
-    generations = {generation_key(p): read_json(p) for p in _as_list(inputs.get("generations"))}
-    scores = {score_key(p): read_json(p) for p in _as_list(inputs.get("scores"))}
+    from ..search.report import mark_searched, with_searched
+
+    search = _as_list(inputs.get("search"))
+    params = with_searched(params, search)
+    searched = _as_list(inputs.get("searched"))  # the searched α's answers and scores on every prompt set
+    gen_paths = _as_list(inputs.get("generations")) + [p for p in searched if "/generations/" in p]
+    score_paths = _as_list(inputs.get("scores")) + [p for p in searched if "/scores/" in p]
+    generations = {generation_key(p): read_json(p) for p in gen_paths}
+    scores = {score_key(p): read_json(p) for p in score_paths}
     if "experiment" not in params:  # the title only: results/<experiment>/report/summary.csv
         params = {**params, "experiment": Path(outputs["summary_csv"]).parent.parent.name}
-    df = build_summary(generations, scores, params)
+    df = mark_searched(build_summary(generations, scores, params), search)
     write_csv(df, outputs["summary_csv"])
     write_text(summary_markdown(df, params), outputs["summary_md"])
     answers = answer_table(generations, scores, params)
