@@ -33,6 +33,7 @@ include: "rules/multimodal.smk"
 include: "rules/judge.smk"
 include: "rules/mtbench.smk"
 include: "rules/capability.smk"
+include: "rules/cards.smk"
 
 
 # Seconds of work each: on a cluster they run on the login node instead of waiting in the queue.
@@ -62,3 +63,4 @@ rule all:
         local_judge_targets(),
         mtbench_targets(),
         capability_targets(),
+        all_cards(),

@@ -69,6 +69,10 @@ def all_manifests():
     return [L.manifest(v.group, v.name) for v in EXP.extrapolations()]
 
 
+def all_cards():
+    return [L.card(v.group, v.name) for v in EXP.extrapolations()]
+
+
 def all_training_records():
     return [L.trained(m) for m in EXP.training_records()]
 
@@ -135,7 +139,11 @@ def score_gpu(wildcards):
 
 
 def model_spec_of(wildcards):
-    return EXP.model_spec(wildcards.model)
+    return EXP.checkpoint_spec(wildcards.model)
+
+
+def checkpoint_inputs(wildcards):
+    return EXP.checkpoint_inputs(wildcards.model)
 
 
 def alpha_of(wildcards):

@@ -124,6 +124,7 @@ def test_zephyr_controlled_plan(workflow_copy):
         "score",
         "report",
         "capability",
+        "model_card",
     }
     assert len(jobs["capability"]) == 6 + 25  # the Open LLM Leaderboard set on every checkpoint-backed variant
     assert jobs["checkpoint_model"] == {
@@ -132,6 +133,8 @@ def test_zephyr_controlled_plan(workflow_copy):
     }
     manifests = files_under(jobs, "extrapolate_alpha", "manifests")
     assert manifests == {f"{p}/alpha{a}.json" for p, s in ZEPHYR_PAIRS.items() for a in s["alphas"]}
+    cards = files_under(jobs, "model_card", "cards")
+    assert cards == {f"{p}/alpha{a}/README.md" for p, s in ZEPHYR_PAIRS.items() for a in s["alphas"]}
     assert len(manifests) == 25
     for pair, alpha in PUBLISHED_ALPHA.items():  # every sweep contains the paper's α
         assert f"{pair}/alpha{alpha}.json" in manifests

@@ -667,7 +667,8 @@ def test_delta_report_table_and_plot(pair, tmp_path):
     png = plot_delta(df, tmp_path / "plots/delta.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report_main(["--manifest", str(tmp_path / "out"), "--out-csv", str(tmp_path / "d.csv")])
-    assert (tmp_path / "d.csv").read_text().startswith("part,layer,delta_norm")
+    assert (tmp_path / "d.csv").read_text().startswith("component,part,layer,delta_norm")
+    assert set(df["component"]) == {"language_model"}
     with pytest.raises(ValueError, match="not an extrapolation manifest"):
         delta_table({"alpha": 1})
 

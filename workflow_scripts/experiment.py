@@ -99,6 +99,22 @@ class Experiment(MultimodalPlanning):
             return self.layout.trained(key)
         return self.layout.checkpoint(key)
 
+    def adapter_base(self, key: str) -> str | None:
+        """The model key a PEFT adapter source is merged into (``adapter_of``), None for full models."""
+        return self.model_spec(key).get("adapter_of")
+
+    def checkpoint_spec(self, key: str) -> Mapping[str, Any]:
+        """The checkpoint stage's spec: the model entry, plus the base folder for an adapter (the
+        entry unchanged for every other model, so finished checkpoint jobs keep their params)."""
+        base = self.adapter_base(key)
+        spec = self.model_spec(key)
+        return spec if base is None else {**spec, "base_dir": self.model_dir(base)}
+
+    def checkpoint_inputs(self, key: str) -> dict[str, str]:
+        """An adapter's checkpoint job needs its base model's folder; other sources need nothing."""
+        base = self.adapter_base(key)
+        return {} if base is None else {"base": self.model_dir(base)}
+
     def downloaded_models(self) -> list[str]:
         return [k for k, s in self.models.items() if s["source"] in ("hub", "gguf", "local")]
 
@@ -115,6 +131,11 @@ class Experiment(MultimodalPlanning):
         """Decoder depth when it is known before anything runs: a world architecture, a trained
         model's base, or a local folder's ``config.json``; None for hub and GGUF checkpoints."""
         spec = self.model_spec(key)
+        if "adapter_of" in spec:
+            base = spec["adapter_of"]
+            if base in _seen | {key}:
+                _fail(f"model {key!r}: adapter bases form a cycle ({sorted(_seen | {key})})")
+            return self.model_num_layers(base, _seen | {key})
         if spec["source"] == "local":
             return _local_num_layers(spec)
         if spec["source"] != "train":
@@ -126,6 +147,23 @@ class Experiment(MultimodalPlanning):
         if spec["base"] in seen:
             _fail(f"model {key!r}: training bases form a cycle ({sorted(seen)})")
         return self.model_num_layers(spec["base"], seen)
+
+    def model_is_multimodal(self, key: str, _seen: frozenset[str] = frozenset()) -> bool | None:
+        """True for a vision-language model when that is known before anything runs (a local
+        folder's ``config.json`` has a ``vision_config``; a trained model or an adapter inherits
+        its base's answer; ``modality: image`` training; a ``compose`` source), None when unknown."""
+        spec = self.model_spec(key)
+        if spec["source"] == "compose" or spec.get("modality") == "image":
+            return True
+        base = spec.get("adapter_of") or (spec.get("base") if spec["source"] == "train" else None)
+        if base is not None and base not in _seen:
+            return self.model_is_multimodal(base, _seen | {key})
+        if spec["source"] == "train" and "init" in spec:
+            return False
+        if spec["source"] == "local" and "adapter_of" not in spec:
+            cfg = _local_config(spec)
+            return None if cfg is None else isinstance(cfg.get("vision_config"), dict)
+        return None
 
     # ------------------------------------------------------------------ pairs, α and schemes
 
@@ -445,6 +483,16 @@ class Experiment(MultimodalPlanning):
 def _local_num_layers(spec: Mapping[str, Any]) -> int | None:
     """``num_hidden_layers`` of a local folder's ``config.json`` (None when it cannot be read yet:
     the checkpoint stage reports a broken folder with its own message)."""
+    cfg = _local_config(spec)
+    if cfg is None:
+        return None
+    cfg = cfg.get("text_config", cfg)
+    n = cfg.get("num_hidden_layers") if isinstance(cfg, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def _local_config(spec: Mapping[str, Any]) -> dict | None:
+    """A local folder's ``config.json``, or None when it cannot be read (yet)."""
     if spec.get("package"):
         import importlib.util
 
@@ -461,6 +509,4 @@ def _local_num_layers(spec: Mapping[str, Any]) -> int | None:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
-    n = cfg.get("num_hidden_layers") if isinstance(cfg, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    return cfg if isinstance(cfg, dict) else None

@@ -25,6 +25,11 @@ from .layout import RESERVED_GROUPS
 
 def check_models(exp: Experiment) -> None:
     for key, spec in exp.models.items():
+        if "adapter_of" in spec:
+            if spec["source"] not in ("hub", "local"):
+                _fail(f"model {key!r}: adapter_of needs a hub or local adapter, not source {spec['source']!r}")
+            exp.model_spec(spec["adapter_of"])
+            exp.model_num_layers(key)  # a cycle of adapter bases fails here
         if spec["source"] != "train":
             continue
         exp.dataset_spec(spec["data"])
@@ -42,7 +47,29 @@ def check_pairs(exp: Experiment) -> None:
         for side in ("sft", "aligned"):
             if p[side] not in exp.models:
                 _fail(f"pair {pair!r}: {side} model {p[side]!r} is not defined under `models`")
+        base = exp.adapter_base(p["aligned"])
+        if base is not None and base != p["sft"]:
+            _fail(
+                f"pair {pair!r}: aligned model {p['aligned']!r} is an adapter over {base!r}, not over the "
+                f"pair's SFT model {p['sft']!r}; Δ = θ_aligned − θ_sft needs the adapter's own base"
+            )
         exp.pair_schemes(pair)
+
+
+def check_vlm_pairs(exp: Experiment) -> None:
+    """A vision-language pair is extrapolated only with α per component: with a plain α the engine
+    would count vision layers as decoder layers (it refuses such a job; this says so before any
+    job runs)."""
+    for pair, p in exp.pairs.items():
+        if p.get("components") or not exp.model_is_multimodal(p["sft"]):
+            continue
+        plain = [s for s in exp.pair_schemes(pair) if "components" not in exp.scheme_spec(s)]
+        what = f"its α sweep and schemes {plain}" if plain else "its α sweep"
+        _fail(
+            f"pair {pair!r}: SFT model {p['sft']!r} is a vision-language model, and {what} would treat "
+            "vision-tower layers as decoder layers; set the pair's `components:` (e.g. {vision_tower: 0, "
+            "multi_modal_projector: 0}) so the sweep moves only the language model"
+        )
 
 
 def check_schemes(exp: Experiment) -> None:
@@ -146,6 +173,7 @@ CHECKS: tuple[Callable[[Experiment], None], ...] = (
     check_multimodal,
     check_models,
     check_pairs,
+    check_vlm_pairs,
     check_schemes,
     check_reward_models,
     check_prompt_sets,

@@ -177,6 +177,10 @@ class Layout:
     def manifest(self, pair: str, variant: str) -> str:
         return f"{self.root}/manifests/{pair}/{variant}.json"
 
+    def card(self, pair: str, variant: str) -> str:
+        """Model card with evaluation results (the checkpoint's own README.md has none)."""
+        return f"{self.root}/cards/{pair}/{variant}/README.md"
+
     def prompts(self, prompt_set: str) -> str:
         return f"{self.root}/prompts/{prompt_set}.jsonl"
 

@@ -186,6 +186,13 @@ def generate_job(smk: Any) -> None:
     )
 
 
+def model_card_job(smk: Any) -> None:
+    from .model_card import card_from_report
+
+    w = smk.wildcards
+    card_from_report(smk.input.manifest, smk.input.results, smk.output[0], pair=w.pair, variant=w.variant)
+
+
 def prompts_job(smk: Any) -> None:
     from .common import write_jsonl
     from .prompts import load_prompt_set

@@ -12,6 +12,7 @@ from workflow_scripts.extrapolate.outputs import check_out_target, finish_temp
 from workflow_scripts.extrapolate.pipeline import CHUNK_ELEMS, default_workers, run_pipeline
 from workflow_scripts.extrapolate.plan import Plan, plan
 from workflow_scripts.extrapolate.reader import SAFE_INDEX, load_checkpoint
+from workflow_scripts.model_card import inherited_metadata, write_card
 from workflow_scripts.scheme_components import ComponentScheme
 from workflow_scripts.schemes import Scheme
 
@@ -67,8 +68,8 @@ def extrapolate(
 
 
 def _write(p: Plan, scheme, sck, ack, out: Path, inputs: dict, sizes: tuple[int, int], t0: float) -> dict:
-    """Stream the weights into a temporary sibling of ``out``, add index, aux files and manifest,
-    then rename it to ``out`` (nothing that looks finished exists before the rename)."""
+    """Stream the weights into a temporary sibling of ``out``, add index, aux files, manifest and
+    model card, then rename it to ``out`` (nothing that looks finished exists before the rename)."""
     chunk_elems, workers = sizes
     with atomic_dir(out) as tmp:
         sck.open()
@@ -83,7 +84,9 @@ def _write(p: Plan, scheme, sck, ack, out: Path, inputs: dict, sizes: tuple[int,
             write_json(tmp / SAFE_INDEX, {"metadata": {"total_size": sum(p.shard_sizes)}, "weight_map": weight_map})
         copied = copy_aux_files(ack.path, tmp)
         manifest = build_manifest(p, scheme, stats, inputs, copied, time.perf_counter() - t0)
+        manifest["card_metadata"] = inherited_metadata(ack.path, sck.path)
         write_json(tmp / "manifest.json", manifest)
+        write_card(tmp, manifest, model_name=f"expo-{out.parent.name}-{out.name}")
         finish_temp(tmp)
     return manifest
 
