@@ -27,8 +27,30 @@ include: "rules/train.smk"
 include: "rules/extrapolate.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
+include: "rules/search.smk"
 include: "rules/report.smk"
 include: "rules/multimodal.smk"
+include: "rules/judge.smk"
+include: "rules/mtbench.smk"
+include: "rules/capability.smk"
+include: "rules/cards.smk"
+
+
+# Seconds of work each: on a cluster they run on the login node instead of waiting in the queue.
+localrules:
+    all,
+    world_data,
+    world_tokenizer,
+    prompt_set,
+    reference_outputs,
+    alpaca_eval_judge,
+    report,
+
+
+onstart:
+    from workflow_scripts.slurm_check import check_slurm_run
+
+    check_slurm_run(workflow)  # SLURM executor only: a job larger than every partition stops the run here
 
 
 rule all:
@@ -36,4 +58,9 @@ rule all:
     input:
         list(REPORT_FILES.values()),
         judge_targets(),
+        search_report_targets(),
         hallucination_targets(),
+        local_judge_targets(),
+        mtbench_targets(),
+        capability_targets(),
+        all_cards(),

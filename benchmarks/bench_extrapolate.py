@@ -3,7 +3,7 @@
 Builds a synthetic, differently sharded bf16 checkpoint pair (Llama layout, TinyLlama widths,
 depth chosen to reach ``--size-gb`` per model), then runs each approach in its own subprocess
 and measures wall time and peak RSS (``os.wait4`` rusage of that child), side by side in one
-run. Prints a table of ratios against the targets of issue 3:
+run. Prints a table of ratios against the engine's targets:
 
 * wall ≤ 1.25× the I/O floor (reading both inputs + writing one output of the same size);
 * peak RSS ≤ 3× the largest tensor + 300 MB;
@@ -11,7 +11,7 @@ run. Prints a table of ratios against the targets of issue 3:
 
 Usage::
 
-    python benchmarks/bench_extrapolate.py                 # 1 GB per model (the issue's size)
+    python benchmarks/bench_extrapolate.py                 # 1 GB per model (the default size)
     python benchmarks/bench_extrapolate.py --size-gb 0.2   # quick check
 
 mergekit runs from ``--mergekit-python`` (default /tmp/venv_mergekit/bin/python, a separate venv

@@ -1,10 +1,13 @@
 """Source checkpoints: hub snapshots at a pinned revision, GGUF files converted to safetensors.
 
-Local folders are used in place (no copy); trained models come from rules/train.smk.
+Local folders are used in place (no copy); trained models come from rules/train.smk. A PEFT adapter
+(`adapter_of: <model>`) is merged into that model's folder, its input.
 """
 
 
 rule checkpoint_model:
+    input:
+        unpack(checkpoint_inputs),
     output:
         directory(f"{R}/checkpoints/{{model}}"),
     log:

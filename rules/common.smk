@@ -5,7 +5,9 @@ cross-reference check) lives in `workflow_scripts/experiment.py`; the results tr
 `workflow_scripts/layout.py`. A config error is one `WorkflowError` line naming the culprit.
 """
 
+import json
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from workflow_scripts.common import ALPHA_REGEX  # noqa: E402  (stdlib only: cheap at parse time)
@@ -65,6 +67,10 @@ def judge_targets():
 
 def all_manifests():
     return [L.manifest(v.group, v.name) for v in EXP.extrapolations()]
+
+
+def all_cards():
+    return [L.card(v.group, v.name) for v in EXP.extrapolations()]
 
 
 def all_training_records():
@@ -133,7 +139,11 @@ def score_gpu(wildcards):
 
 
 def model_spec_of(wildcards):
-    return EXP.model_spec(wildcards.model)
+    return EXP.checkpoint_spec(wildcards.model)
+
+
+def checkpoint_inputs(wildcards):
+    return EXP.checkpoint_inputs(wildcards.model)
 
 
 def alpha_of(wildcards):
@@ -177,3 +187,85 @@ def shapes_prompt_file(wildcards):
 
 def hallucination_inputs():
     return [L.hallucination(ps, v.group, v.name) for ps, v in EXP.hallucination_scored()]
+
+
+# ------------------------------------------------------------------ α search and logit extrapolation (rules/search.smk)
+
+
+def search_plan_loader(pair):
+    """round → plan; `get` raises until that round's checkpoint has run (Snakemake then runs it)."""
+
+    def load(rnd):
+        return json.loads(Path(checkpoints.search_plan.get(pair=pair, round=rnd).output[0]).read_text())
+
+    return load
+
+
+def search_result_of(pair):
+    return json.loads(Path(checkpoints.search_result.get(pair=pair).output.result).read_text())
+
+
+def search_plan_inputs(wildcards):
+    return EXP.search.plan_inputs(wildcards.pair, int(wildcards.round), search_plan_loader(wildcards.pair))
+
+
+def search_result_inputs(wildcards):
+    return EXP.search.result_inputs(wildcards.pair, search_plan_loader(wildcards.pair))
+
+
+def searched_targets(wildcards):
+    return [f for p in EXP.search.pairs for f in EXP.search.targets(p, search_result_of(p))]
+
+
+def search_results():
+    return [L.search_result(p) for p in EXP.search.pairs]
+
+
+def search_report_targets():
+    files = list(L.search_report_files.values()) if EXP.search.enabled else []
+    return files + ([L.logit_report] if EXP.logit_alphas() else [])
+
+
+def search_aligned(wildcards):
+    return config["pairs"][wildcards.pair]["aligned"]
+
+
+def logit_inputs(wildcards):
+    return {**pair_inputs(wildcards), "prompts": L.prompts(wildcards.prompt_set)}
+
+
+def alpha_value(wildcards):
+    return float(wildcards.alpha)
+
+
+def logit_generator_of(wildcards):
+    return f"{EXP.name}/{wildcards.pair}/logit{wildcards.alpha}"
+
+
+# ------------------------------------------------------------------ judges, MT-Bench, capability
+
+
+def local_judge_targets():
+    return [f"{R}/local_judge/{ps}/{v.group}/{v.name}.json" for ps, v in EXP.local_judged()]
+
+
+def mtbench_targets():
+    return [f"{R}/mtbench/grade/{v.group}/{v.name}.json" for v in EXP.model_variants()] if EXP.mtbench_spec() else []
+
+
+def capability_targets():
+    return [f"{R}/capability/{v.group}/{v.name}.json" for v in EXP.model_variants()] if EXP.capability_spec() else []
+
+
+def local_judge_inputs(wildcards):
+    return {
+        "generations": L.generation(wildcards.prompt_set, wildcards.group, wildcards.variant),
+        "baseline": L.generation(wildcards.prompt_set, BASE_GROUP, EXP.local_judge_baseline(wildcards.group)),
+        "judge": EXP.model_dir(EXP.local_judge_spec()["model"]),
+    }
+
+
+def mtbench_grade_inputs(wildcards):
+    inputs = {"answers": f"{R}/mtbench/model_answer/{wildcards.group}/{wildcards.variant}.jsonl"}
+    judge_dir = EXP.judge_model_dir(EXP.mtbench_spec()["judge"])
+    return {**inputs, "judge": judge_dir} if judge_dir else inputs

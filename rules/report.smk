@@ -8,14 +8,41 @@ rule report:
         manifests=all_manifests(),
         training=all_training_records(),
         published="resources/expo_published_results.csv",
+        search=search_results(),
+        searched=searched_targets,
     output:
-        summary_csv=report(
-            REPORT_FILES["summary_csv"],
+        summary_html=report(
+            REPORT_FILES["summary_html"],
             caption="../report/summary.rst",
             category="Summary",
-            labels={"table": "variants (CSV)"},
+            labels={"table": "summary (rendered)"},
+        ),
+        summary_csv=report(
+            REPORT_FILES["summary_csv"],
+            caption="../report/summary_csv.rst",
+            category="Summary",
+            labels={"table": "summary (wide CSV)"},
         ),
         summary_md=REPORT_FILES["summary_md"],
+        overview_rst=REPORT_FILES["overview_rst"],
+        results_long=report(
+            REPORT_FILES["results_long"],
+            caption="../report/results_long.rst",
+            category="Tidy tables",
+            labels={"table": "results, long form"},
+        ),
+        per_prompt=report(
+            REPORT_FILES["per_prompt"],
+            caption="../report/per_prompt.rst",
+            category="Tidy tables",
+            labels={"table": "per prompt, long form"},
+        ),
+        answers_html=report(
+            REPORT_FILES["answers_html"],
+            caption="../report/answers.rst",
+            category="Answers",
+            labels={"page": "answer browser"},
+        ),
         reward_plot=report(
             REPORT_FILES["reward_plot"],
             caption="../report/reward_vs_alpha.rst",

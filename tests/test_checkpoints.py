@@ -486,6 +486,9 @@ def test_profiles_parse_and_name_real_rules(name):
         assert "slurm_extra" not in res and "gres" not in res  # GPUs only via the plugin's gpu/gpu_model
     if name == "slurm":
         assert prof["executor"] == "slurm"
-        assert {"slurm_account", "slurm_partition", "runtime"} <= set(prof["default-resources"])
+        assert {"slurm_account", "runtime"} <= set(prof["default-resources"])
+        # partitions follow the job's gpu resource (profiles/slurm/partitions.yaml), never set per rule
+        assert (ROOT / "profiles" / name / prof["slurm-partition-config"]).exists()
+        assert not any("slurm_partition" in res for res in prof["set-resources"].values())
         gpu_rules = {r for r, res in prof["set-resources"].items() if res.get("gpu")}
         assert {"generate", "train_model"} <= gpu_rules

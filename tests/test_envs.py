@@ -188,8 +188,10 @@ class Reach:
     def _import(self, mod: Module, target: str, names: list[str | None], where: str) -> None:
         top = target.split(".")[0]
         if top in (PKG, "_boot"):
+            self.visit(target)  # the module's top level runs; an imported def counts once it is used
             for n in names:
-                self.visit(target, n)
+                if n is not None and self.module(f"{target}.{n}") is not None:
+                    self.visit(f"{target}.{n}")  # `from pkg import submodule`
             return
         if top and top not in sys.stdlib_module_names:
             self.imports.setdefault(top, where)

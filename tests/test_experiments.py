@@ -116,13 +116,25 @@ PUBLISHED_ALPHA = {"dpo_0.05": "25", "dpo_0.1": "8", "dpo_0.2": "2.5", "dpo_0.4"
 
 def test_zephyr_controlled_plan(workflow_copy):
     jobs = plan(workflow_copy, "zephyr_controlled")
-    assert set(jobs) == {"checkpoint_model", "prompt_set", "extrapolate_alpha", "generate", "score", "report"}
+    assert set(jobs) == {
+        "checkpoint_model",
+        "prompt_set",
+        "extrapolate_alpha",
+        "generate",
+        "score",
+        "report",
+        "capability",
+        "model_card",
+    }
+    assert len(jobs["capability"]) == 6 + 25  # the Open LLM Leaderboard set on every checkpoint-backed variant
     assert jobs["checkpoint_model"] == {
         f"checkpoints/{m}"
         for m in ("zephyr_sft", "zephyr_0.05", "zephyr_0.1", "zephyr_0.2", "zephyr_0.4", "zephyr_dpo", "rm_mistral")
     }
     manifests = files_under(jobs, "extrapolate_alpha", "manifests")
     assert manifests == {f"{p}/alpha{a}.json" for p, s in ZEPHYR_PAIRS.items() for a in s["alphas"]}
+    cards = files_under(jobs, "model_card", "cards")
+    assert cards == {f"{p}/alpha{a}/README.md" for p, s in ZEPHYR_PAIRS.items() for a in s["alphas"]}
     assert len(manifests) == 25
     for pair, alpha in PUBLISHED_ALPHA.items():  # every sweep contains the paper's α
         assert f"{pair}/alpha{alpha}.json" in manifests

@@ -113,12 +113,15 @@ def test_out_replaces_only_an_earlier_output(pair, tmp_path):
     user_dir.mkdir()
     (user_dir / "chapter1.tex").write_text("mine")
     for target in (user_file, user_dir):
-        with pytest.raises(ValueError, match="is not"):
+        with pytest.raises(FileExistsError, match="not a folder written by this workflow|not written by this workflow"):
             extrapolate(sft, aligned, target, 1.0)
     assert user_file.read_text() == "mine" and (user_dir / "chapter1.tex").read_text() == "mine"
     extrapolate(sft, aligned, tmp_path / "out", 1.0)
     extrapolate(sft, aligned, tmp_path / "out", 2.0)  # an earlier output is replaced
     assert json.loads((tmp_path / "out/manifest.json").read_text())["alpha"] == 2.0
+    (tmp_path / "out/.expo-output").unlink()  # a folder written before outputs carried the marker
+    extrapolate(sft, aligned, tmp_path / "out", 3.0)  # is recognised by its engine manifest
+    assert json.loads((tmp_path / "out/manifest.json").read_text())["alpha"] == 3.0
 
 
 def test_stale_temp_folders_are_removed_and_modes_follow_the_umask(pair, tmp_path):
@@ -152,8 +155,9 @@ SLOW_RUN = (
     "def slow(*a):\n"
     "    orig(*a); time.sleep(0.01)\n"
     "p.pwrite_all = slow\n"
+    "from workflow_scripts.cli import run_cli\n"
     "from workflow_scripts.extrapolate import main\n"
-    "main(sys.argv[1:])\n"
+    "run_cli(main, sys.argv[1:])\n"
 )
 
 

@@ -103,6 +103,23 @@ def test_frozen_components_are_flagged_zero_delta(llava_pair, tmp_path):
     assert not m["components"]["language_model"]["zero_delta"]
 
 
+def test_delta_report_has_a_row_per_component_and_layer(llava_pair, tmp_path):
+    from workflow_scripts.delta_report import delta_table, plot_delta
+
+    sft, _, frozen, vision_layers = llava_pair
+    m = extrapolate(sft, frozen, tmp_path / "out", with_component_defaults(2.0, LLM_ONLY))
+    df = delta_table(m)
+    layers = df[df.part == "layer"]
+    assert layers.groupby("component").size().to_dict() == {"language_model": LLM_LAYERS, "vision_tower": vision_layers}
+    assert df.component.iloc[0] == "language_model"  # the language model first, then the others by name
+    assert df[df.component == "vision_tower"].zero_delta.all()
+    assert not layers[layers.component == "language_model"].zero_delta.any()  # (random norms are all ones: Δ = 0)
+    lm = m["components"]["language_model"]["layers"]
+    got = layers[layers.component == "language_model"].rel_delta.tolist()
+    assert got == pytest.approx([e["rel_delta"] for e in lm])
+    assert plot_delta(df, tmp_path / "d.png").stat().st_size > 0
+
+
 def test_plain_scheme_on_a_vlm_is_refused_with_one_line(llava_pair, tmp_path):
     sft, aligned, _, _ = llava_pair
     r = subprocess.run(
@@ -112,9 +129,9 @@ def test_plain_scheme_on_a_vlm_is_refused_with_one_line(llava_pair, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 2
-    errors = [ln for ln in r.stderr.splitlines() if " ERROR " in ln]
-    assert len(errors) == 1 and "vision-language" in errors[0] and "components" in errors[0]
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "vision-language" in last and "components" in last
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
 
 
@@ -194,3 +211,50 @@ def test_config_schema_accepts_component_schemes_and_pair_defaults():
     jsonschema.validate({"sft": "s", "aligned": "a", "components": LLM_ONLY}, pair)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"sft": "s", "aligned": "a", "components": {"default": 0}}, pair)
+
+
+def test_vlm_pair_without_components_is_refused_when_the_dag_is_built(llava_pair):
+    import copy
+
+    from workflow_scripts.config_schema import validate_config
+    from workflow_scripts.experiment import ConfigError, Experiment
+
+    sft = llava_pair[0]
+    cfg = yaml_config()
+    cfg["models"] = {
+        "sft": {"source": "local", "path": str(sft)},
+        "dpo": {"source": "train", "method": "dpo", "base": "sft", "data": "world_prefs"},
+        "lora": {"source": "local", "path": str(sft.parent / "no-such-adapter"), "adapter_of": "sft"},
+        "world_rm": cfg["models"]["world_rm"],
+    }
+    cfg["pairs"] = {"dpo": {"sft": "sft", "aligned": "dpo"}, "lora": {"sft": "sft", "aligned": "lora"}}
+    bad = validate_config(copy.deepcopy(cfg))
+    msg = (
+        r"pair 'dpo': SFT model 'sft' is a vision-language model, and its α sweep and schemes \['thirds'\] "
+        r"would treat vision-tower layers as decoder layers; set the pair's"
+    )
+    with pytest.raises(ConfigError, match=msg):
+        Experiment(bad)
+    for p in cfg["pairs"].values():
+        p["components"] = dict(LLM_ONLY)
+    exp = Experiment(validate_config(cfg))
+    assert exp.model_is_multimodal("dpo") and exp.model_is_multimodal("lora")
+    assert exp.alpha_spec("dpo", "2") == {"components": {**LLM_ONLY, "default": 2.0}}
+
+
+def test_text_models_are_not_taken_for_vlms(tiny_llama_factory):
+    from workflow_scripts.config_schema import validate_config
+    from workflow_scripts.experiment import Experiment
+
+    cfg = yaml_config()
+    cfg["models"]["sft"] = {"source": "local", "path": str(tiny_llama_factory("sft"))}
+    cfg["models"]["hub"] = {"source": "hub", "repo": "org/x"}
+    exp = Experiment(validate_config(cfg))
+    assert exp.model_is_multimodal("sft") is False and exp.model_is_multimodal("dpo") is False
+    assert exp.model_is_multimodal("hub") is None
+
+
+def yaml_config() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "tests" / "data" / "small_world.yaml").read_text())

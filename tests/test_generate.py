@@ -17,6 +17,7 @@ from workflow_scripts.decoding import (
     vllm_sampling_kwargs,
 )
 from workflow_scripts.generate import generate, render_prompt_ids, write_generations
+from workflow_scripts.records import record_field
 
 PROMPTS = [
     {"id": "p0", "instruction": "list three colors", "dataset": "toy", "task": {"kind": "list"}},
@@ -241,6 +242,75 @@ def test_sampling_is_seeded(model_dir):
     assert [r["output"] for r in a] != [r["output"] for r in c]
 
 
+def test_sampled_answers_do_not_depend_on_batch_size_order_or_subset(model_dir):
+    spec = {"preset": "paper", "max_new_tokens": 12}
+    ref = generate(model_dir, PROMPTS, spec, batch_size=32)
+    for bs in (1, 2, 3):
+        assert generate(model_dir, PROMPTS, spec, batch_size=bs) == ref, bs
+    rev = generate(model_dir, PROMPTS[::-1], spec, batch_size=2)
+    assert rev[::-1] == ref
+    assert generate(model_dir, PROMPTS[2:4], spec, batch_size=1) == ref[2:4]
+    assert len({r["output"] for r in ref}) > 1  # really sampled text, not one fixed answer
+
+
+def test_per_prompt_seed_is_a_hash_of_seed_and_id():
+    from workflow_scripts.seeded_sampling import prompt_seed
+
+    assert prompt_seed(42, "p0") == prompt_seed(42, "p0")
+    assert len({prompt_seed(42, "p0"), prompt_seed(42, "p1"), prompt_seed(7, "p0")}) == 3
+    assert 0 <= prompt_seed(42, "x") < 2**63
+
+
+def test_per_row_sampler_draws_from_the_warped_distribution():
+    """With top-k 1 the sampler must pick the argmax; without filters it follows the softmax."""
+    from workflow_scripts.seeded_sampling import PerRowSampler, row_generators, warpers
+
+    scores = torch.tensor([[0.0, 2.0, 1.0, -1.0]] * 2)
+    spec = resolve_decoding({"preset": "paper", "top_k": 1})
+    warped = scores
+    for w in warpers(spec):
+        warped = w(None, warped)
+    out = PerRowSampler(row_generators(42, ["a", "b"], "cpu"))(None, warped)
+    assert out.argmax(-1).tolist() == [1, 1] and torch.isinf(out).sum() == 6
+    sampler = PerRowSampler(row_generators(0, ["a"], "cpu"))
+    draws = [int(sampler(None, scores[:1]).argmax()) for _ in range(4000)]
+    freq = [draws.count(k) / len(draws) for k in range(4)]
+    assert max(abs(f - p) for f, p in zip(freq, torch.softmax(scores[0], -1).tolist())) < 0.03
+
+
+def test_provenance_is_written_beside_the_generations(model_dir, tmp_path):
+    from workflow_scripts.generation_provenance import provenance_path, sha256_file
+
+    out = tmp_path / "gens.json"
+    G.generate_to_file(model_dir, PROMPTS[:2], {"preset": "demo", "max_new_tokens": 4}, out, batch_size=5)
+    prov = json.loads(provenance_path(out).read_text())
+    assert provenance_path(out).name == "gens.json.provenance.json"
+    assert prov["generations_sha256"] == sha256_file(out)
+    assert prov["decoding"] == resolve_decoding({"preset": "demo", "max_new_tokens": 4})
+    assert prov["seed"] == 42 and prov["seeding"].startswith("per-prompt")
+    assert (prov["batch_size"], prov["backend"], prov["device"]) == (5, "hf", "cpu")
+    assert prov["model"]["path"] == str(model_dir.resolve()) and prov["model"]["weight_files"] == ["model.safetensors"]
+    assert "config.json" in prov["model"]["other_files_sha256"]
+    assert set(prov["libraries"]) >= {"python", "torch", "transformers", "tokenizers"}
+    assert prov["prompts"]["n"] == 2 and len(prov["prompts"]["sha256"]) == 64
+    # the weights hash follows the bytes (a rewrite in place with the same size changes it)
+    before = prov["model"]["weights_sha256"]
+    from workflow_scripts.generation_provenance import model_fingerprint
+
+    m = tmp_path / "m"
+    import shutil
+
+    shutil.copytree(model_dir, m)
+    assert model_fingerprint(m)["weights_sha256"] == before
+    w = m / "model.safetensors"
+    raw = bytearray(w.read_bytes())
+    raw[-1] ^= 1
+    w.write_bytes(bytes(raw))
+    assert model_fingerprint(m)["weights_sha256"] != before
+    (m / "manifest.json").write_text(json.dumps({"formula": "theta = theta_aligned + alpha * (x)"}))
+    assert model_fingerprint(m)["weights_hash"].startswith("sha256 of the extrapolation manifest")
+
+
 def test_records_are_valid_alpaca_eval_model_outputs(model_dir, tmp_path):
     import pandas as pd
 
@@ -257,7 +327,8 @@ def test_records_are_valid_alpaca_eval_model_outputs(model_dir, tmp_path):
     assert set(df["finish_reason"]) <= {"stop", "length"}
     assert df["output"].map(lambda s: isinstance(s, str)).all()
     rows = json.loads(out.read_text())
-    assert rows[0]["task"] == {"kind": "list"}  # extra prompt keys pass through
+    # extra prompt keys pass through; nested ones as JSON strings (alpaca_eval hashes its cells)
+    assert rows[0]["task"] == '{"kind": "list"}' and record_field(rows[0], "task") == {"kind": "list"}
     assert rows[0]["instruction"] == PROMPTS[0]["instruction"] and rows[0]["id"] == "p0"
 
 
@@ -351,3 +422,95 @@ def test_vllm_greedy_matches_hf(model_dir):  # pragma: no cover - GPU only
     assert agree >= len(PROMPTS) - 1  # kernels differ; near-ties may flip one answer
     assert all(set(r) >= {"instruction", "output", "generator", "dataset", "n_tokens", "finish_reason"} for r in vl)
     assert not any(math.isnan(r["n_tokens"]) for r in vl)
+
+
+def test_readme_command_reproduces_the_workflow_answers_byte_for_byte(model_dir, tmp_path):
+    """The `generate` rule's job (stages.generate_job with the default config's params) and the
+    README's "Running a step alone" command write the same bytes, provenance included."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import yaml
+
+    from workflow_scripts import stages
+    from workflow_scripts.common import write_jsonl
+    from workflow_scripts.config_schema import validate_config
+    from workflow_scripts.experiment import Experiment
+    from workflow_scripts.generation_provenance import provenance_path
+
+    root = Path(__file__).resolve().parents[1]
+    exp = Experiment(validate_config(yaml.safe_load((root / "config.yaml").read_text())), check=False)
+    prompts = tmp_path / "prompts" / "eval.jsonl"
+    write_jsonl(prompts, PROMPTS * 1 + [dict(p, id=p["id"] + "b") for p in PROMPTS])
+    generator = f"{exp.name}/dpo_0.1/alpha1"
+    rule_out = tmp_path / "generations" / "eval" / "dpo_0.1" / "alpha1.json"
+    smk = SimpleNamespace(
+        input=SimpleNamespace(model=str(model_dir), prompts=str(prompts)),
+        params=SimpleNamespace(decoding=exp.decoding(), generator=generator),
+        output=[str(rule_out)],
+    )
+    stages.generate_job(smk)
+    readme = (root / "README.md").read_text()
+    assert "python -m workflow_scripts.generate --model results/demo/extrapolated/dpo_0.1/alpha1 " in readme
+    cli_out = tmp_path / "gens.json"
+    cmd = [sys.executable, "-m", "workflow_scripts.generate", "--model", str(model_dir), "--prompts", str(prompts)]
+    cmd += ["--out", str(cli_out), "--generator", generator]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert cli_out.read_bytes() == rule_out.read_bytes()
+    assert provenance_path(cli_out).read_bytes() == provenance_path(rule_out).read_bytes()
+    assert json.loads(provenance_path(cli_out).read_text())["decoding"]["preset"] == exp.decoding()["preset"]
+
+
+def test_generation_file_passes_alpaca_eval_evaluate_with_the_offline_test_annotator(model_dir, tmp_path):
+    """alpaca_eval's own `evaluate` on a demo-world generation file (nested `task`, world ids) against
+    a reference file, judged by alpaca_eval's `test_completions` (offline, a fixed verdict)."""
+    from pathlib import Path
+
+    import yaml
+
+    ae_main = pytest.importorskip("alpaca_eval.main")
+    from workflow_scripts.common import write_json
+    from workflow_scripts.world.tasks import build_world, correct_answer, gold_reward
+
+    pkg = Path(ae_main.__file__).parent
+    world = build_world(0, 0, 0, 12, 0)["eval"]
+    prompts = [dict(p) for p in {p["instruction"]: p for p in world}.values()]  # the prompt set's unique rule
+    gens = tmp_path / "gens.json"
+    G.generate_to_file(model_dir, prompts, {"preset": "demo", "max_new_tokens": 6}, gens, generator="demo/sft")
+    import random
+
+    rng = random.Random(0)
+    ref = [
+        dict(p, task=json.dumps(p["task"]), output=correct_answer(p["task"], rng), generator="oracle") for p in prompts
+    ]
+    write_json(tmp_path / "ref.json", ref)
+    config = {
+        "offline_test": {
+            "prompt_template": str(pkg / "evaluators_configs/text_davinci_003/basic_prompt.txt"),
+            "fn_completions": "test_completions",
+            "completions_kwargs": {"model_name": "test", "value": "Output (b)"},
+            "completion_parser_kwargs": {
+                "outputs_to_match": {1: r"(?:^|\n) ?Output \(a\)", 2: r"(?:^|\n) ?Output \(b\)"}
+            },
+            "batch_size": 1,
+        }
+    }
+    (tmp_path / "annotator.yaml").write_text(yaml.safe_dump(config))
+    board, annotations = ae_main.evaluate(
+        model_outputs=str(gens),
+        reference_outputs=str(tmp_path / "ref.json"),
+        annotators_config=str(tmp_path / "annotator.yaml"),
+        output_path=str(tmp_path / "ae"),
+        precomputed_leaderboard=None,
+        is_return_instead_of_print=True,
+        fn_metric="get_winrate",
+        sort_by="win_rate",
+    )
+    assert board.loc["demo/sft", "n_total"] == len(prompts) == len(annotations)  # one pair per prompt
+    assert 0 <= board.loc["demo/sft", "win_rate"] <= 100
+    rows = json.loads(gens.read_text())
+    assert all(isinstance(r["task"], str) for r in rows)
+    assert [gold_reward(r) for r in ref] == [1.0] * len(ref)  # the world's gold reward reads the flat field

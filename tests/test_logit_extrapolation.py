@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from workflow_scripts.generate import _load_tokenizer, generate, render_prompt_ids
 from workflow_scripts.logit_extrapolation import generate_logit_extrapolated
+from workflow_scripts.records import record_field
 
 PROMPTS = [
     {"id": "p0", "instruction": "list three colors", "dataset": "toy", "task": {"kind": "list"}},
@@ -39,7 +43,7 @@ def test_alpha_zero_is_the_aligned_model_and_minus_one_the_sft_model(pair):
     assert _strip(at0) == _strip(generate(aligned, PROMPTS, GREEDY, backend="hf", batch_size=3))
     assert _strip(at_minus1) == _strip(generate(sft, PROMPTS, GREEDY, backend="hf", batch_size=3))
     assert [r["output"] for r in at0] != [r["output"] for r in at_minus1]  # the two models do differ
-    assert at0[0]["generator"] == "aligned+logit0" and at0[0]["task"] == {"kind": "list"}
+    assert at0[0]["generator"] == "aligned+logit0" and record_field(at0[0], "task") == {"kind": "list"}
 
 
 def _reference_greedy(a, s, tok, alpha: float, instruction: str, n: int) -> list[int]:
@@ -95,3 +99,33 @@ def test_pairs_with_different_vocabularies_are_refused(pair, tmp_path):
         generate_logit_extrapolated(aligned, other, 1.0, PROMPTS, GREEDY)
     with pytest.raises(ValueError, match="does not exist"):
         generate_logit_extrapolated(aligned, tmp_path / "missing", 1.0, PROMPTS, GREEDY)
+
+
+def test_logit_vs_weight_table_reads_rewards_and_time_per_token(tmp_path):
+    """One row per kind at the same α: rewards from the score files, seconds per generated token
+    from the generation job's benchmark file, the extrapolation job's time for the weight kind."""
+    import csv
+
+    from workflow_scripts.layout import Layout, Variant
+    from workflow_scripts.logit_report import logit_vs_weight
+
+    L = Layout("x", results=str(tmp_path))
+    files = []
+
+    def put(path: str, text: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        files.append(path)
+
+    bench = "s\th:m:s\tmax_rss\tcpu_time\n{s}\t0:00:10\t100\t{s}\n"
+    for v, secs, reward in ((Variant.alpha_of("dpo", 2), 10.0, 0.5), (Variant.logit_of("dpo", 2), 30.0, 0.7)):
+        put(L.generation("eval", v.group, v.name), json.dumps([{"id": i, "n_tokens": 5} for i in range(4)]))
+        put(L.score("eval", "gold", v.group, v.name), json.dumps([{"id": i, "reward": reward} for i in range(4)]))
+        put(L.benchmark("generate", "eval", v.group, v.name), bench.format(s=secs))
+    put(L.benchmark("extrapolate", "dpo", "alpha2"), bench.format(s=3.0))
+    rows = logit_vs_weight(files, ["gold"], str(tmp_path / "t.csv"))
+    assert [(r["kind"], r["models_per_token"]) for r in rows] == [("weight", 1), ("logit", 2)]
+    assert [r["s_per_token"] for r in rows] == [10.0 / 20, 30.0 / 20]
+    assert [r["gold_mean"] for r in rows] == pytest.approx([0.5, 0.7])
+    assert rows[0]["extrapolate_s"] == 3.0 and rows[1]["extrapolate_s"] == 0.0
+    assert len(list(csv.DictReader(open(tmp_path / "t.csv")))) == 2

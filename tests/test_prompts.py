@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,31 @@ def test_file_jsonl_with_ids_and_extra_keys(tmp_path):
         {"id": "a", "instruction": "say hi", "dataset": "set", "task": {"k": 1}},
         {"id": "b", "instruction": "say bye", "dataset": "mine"},
     ]
+
+
+def test_repeated_instructions_are_dropped_before_the_limit(tmp_path, caplog):
+    f = tmp_path / "set.jsonl"
+    rows = [{"id": "a", "instruction": "x"}, {"id": "b", "instruction": "y"}, {"id": "c", "instruction": "x"}]
+    rows.append({"id": "d", "instruction": "z"})
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert [r["id"] for r in load_prompt_set({"source": "file", "path": str(f)})] == ["a", "b", "d"]
+    assert "dropped 1 of 4 prompts that repeat an earlier instruction" in caplog.text
+    assert [r["id"] for r in load_prompt_set({"source": "file", "path": str(f), "limit": 3})] == ["a", "b", "d"]
+
+
+def test_world_prompt_sets_have_unique_instructions(tmp_path):
+    """The demo world draws eval/dev prompts with repetition; the prompt set keeps each once."""
+    import yaml
+
+    from workflow_scripts.world.tasks import build_world
+
+    w = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())["world"]
+    world = build_world(w["seed"], 0, 0, w["n_eval"], w["n_dev"])
+    for split in ("eval", "dev"):
+        path = tmp_path / f"{split}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in world[split]), encoding="utf-8")
+        recs = load_prompt_set({"source": "file", "path": str(path)})
+        assert len({r["instruction"] for r in recs}) == len(recs) == len({r["instruction"] for r in world[split]})
 
 
 def test_file_json_list_generates_ids_and_reads_messages(tmp_path):

@@ -6,6 +6,7 @@ repository, so nothing is written into the checkout.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -151,6 +152,7 @@ def test_dry_run_plans_one_job_per_alpha_and_scheme(tmp_path):
     assert jobs["score"] == 2 * (n_eval + n_dev)  # learned RM + gold
     assert jobs["train_model"] == 3  # SFT, DPO, reward model
     assert jobs["report"] == 1
+    assert jobs["model_card"] == n_alpha + n_scheme
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -257,6 +259,40 @@ def test_end_to_end_report(finished_run):
     delta = pd.read_csv(report / "layer_delta.csv")
     assert (delta.part == "layer").sum() == 6
     assert "| α=1" in (report / "summary.md").read_text()
+    # each extrapolation's model card carries the report's numbers
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(results / "cards" / "dpo" / "alpha1" / "README.md")
+    assert card.data.base_model == ["sft", "dpo"] and card.data.base_model_relation == "merge"
+    row = ev[ev.variant == "α=1"].iloc[0]
+    got = {(e.dataset_name, e.metric_type): e.metric_value for e in card.data.eval_results}
+    assert got[("eval", "gold/mean_reward")] == pytest.approx(row.gold_mean)
+    assert not (results / "extrapolated" / "dpo" / "alpha1" / "training_manifest.json").exists()
+
+
+def test_snakemake_report_opens_on_the_description_and_holds_summary_and_answers(finished_run, tmp_path):
+    """`snakemake --report`: the front page says which α was chosen; summary.html (the table) and
+    answers.html (every answer) are in it, embedded as data URIs."""
+    wd, results, _ = finished_run
+    out = tmp_path / "report.html"
+    snakemake(wd, "--report", str(out))
+    page = out.read_text()
+    assert "has the highest mean gold reward on the dev prompts" in page  # overview.rst on the front page
+    embedded = {}
+    for blob in re.findall(r"data:text/html[^,]*;base64,([A-Za-z0-9+/=]+)", page):
+        text = base64.b64decode(blob).decode("utf-8", "replace")
+        if "<title>ExPO summary" in text:
+            embedded["summary"] = text
+        elif "<title>ExPO answers" in text:
+            embedded["answers"] = text
+    assert {"summary", "answers"} <= set(embedded), sorted(embedded)
+    df = pd.read_csv(results / "report" / "summary.csv")
+    for label in df[df.prompt_set == "eval"].variant:
+        assert f"<td>{label}" in embedded["summary"]
+    gens = json.loads((results / "generations" / "eval" / "dpo" / "alpha1.json").read_text())
+    data = json.loads(re.search(r'id="data">(.*?)</script>', embedded["answers"], re.S).group(1))
+    outputs = {(p["id"], vid): a["o"] for p in data["prompts"] for vid, a in p["answers"].items()}
+    assert all(outputs[(g["id"], "dpo/alpha1")] == g["output"] for g in gens)
 
 
 def test_nothing_to_do_after_a_finished_run(finished_run):
@@ -276,7 +312,8 @@ def test_adding_an_alpha_reruns_only_that_alpha(finished_run):
     try:
         _with_config(wd, lambda c: c["extrapolation"]["alphas"].append(2.0))
         jobs = planned_jobs(wd)
-        assert jobs == {"extrapolate_alpha": 1, "generate": 2, "score": 4, "report": 1, "all": 1}
+        # a new report updates every card's results (3 variants and the new α)
+        assert jobs == {"extrapolate_alpha": 1, "generate": 2, "score": 4, "report": 1, "model_card": 4, "all": 1}
         # the same α written another way is the same α: no new jobs beyond the report
         _with_config(wd, lambda c: c["extrapolation"].update(alphas=[1.0, 4.00]))
         assert planned_jobs(wd) == {}
@@ -306,7 +343,7 @@ def test_prompt_set_subset_of_alphas_and_schemes(finished_run, tmp_path):
     try:
         # narrowing an existing set: its prompts and remaining answers stay valid, only the report reruns
         _with_config(wd, lambda c: c["prompt_sets"]["eval"].update(alphas=[4], schemes=[]))
-        assert planned_jobs(wd) == {"report": 1, "all": 1}
+        assert planned_jobs(wd) == {"report": 1, "model_card": 3, "all": 1}
 
         # a full sweep on the cheap set and a subset on another: new α only where asked for
         def sweep(c):
@@ -315,7 +352,8 @@ def test_prompt_set_subset_of_alphas_and_schemes(finished_run, tmp_path):
 
         _with_config(wd, sweep)
         jobs = planned_jobs(wd)
-        assert jobs == {"extrapolate_alpha": 1, "generate": 1, "score": 2, "report": 1, "all": 1}  # α=2 on dev only
+        assert jobs == {"extrapolate_alpha": 1, "generate": 1, "score": 2, "report": 1, "model_card": 4, "all": 1}
+        # α=2 is answered on dev only
     finally:
         (wd / "config.yaml").write_text(original)
     cfg = yaml.safe_load(SMALL.read_text())

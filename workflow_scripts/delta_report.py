@@ -17,45 +17,24 @@ from workflow_scripts.common import atomic_path, read_json, setup_logging
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["part", "layer", "delta_norm", "aligned_norm", "rel_delta", "n_tensors", "alphas"]
+COLUMNS = ["component", "part", "layer", "delta_norm", "aligned_norm", "rel_delta", "n_tensors", "alphas", "zero_delta"]
+LANGUAGE_MODEL = "language_model"
 
 
 def delta_table(manifest: dict) -> pd.DataFrame:
-    """One row per decoder layer (``part='layer'``) then embed / norm / lm_head (``layer`` NaN).
+    """One row per decoder layer (``part='layer'``) then embed / norm / lm_head (``layer`` NaN), per
+    component: the language model first, then (vision-language manifests, which carry
+    ``components:``) the vision tower, projector… each against its own depth.
 
     ``rel_delta`` = ‖Δ‖/‖θ_aligned‖ where Δ = θ_aligned − θ_sft (independent of α, so any α's
-    manifest gives the same table). ``alphas`` lists the α used for that part's tensors.
+    manifest gives the same table). ``alphas`` lists the α used for that part's tensors;
+    ``zero_delta`` marks parts alignment left unchanged (frozen, or unused), None when unknown.
     """
     if "layers" not in manifest or "special" not in manifest:
         raise ValueError("manifest has no 'layers'/'special' statistics (not an extrapolation manifest?)")
-    rows = []
-    for e in manifest["layers"]:
-        rows.append(
-            {
-                "part": "layer",
-                "layer": int(e["layer"]),
-                "delta_norm": e["delta_norm"],
-                "aligned_norm": e["aligned_norm"],
-                "rel_delta": e["rel_delta"],
-                "n_tensors": e.get("n_tensors"),
-                "alphas": ",".join(str(a) for a in e.get("alphas", [])),
-            }
-        )
-    for part in ("embed", "norm", "lm_head"):
-        e = manifest["special"].get(part)
-        if e is None:
-            continue
-        rows.append(
-            {
-                "part": part,
-                "layer": None,
-                "delta_norm": e["delta_norm"],
-                "aligned_norm": e["aligned_norm"],
-                "rel_delta": e["rel_delta"],
-                "n_tensors": e.get("n_tensors"),
-                "alphas": ",".join(str(a) for a in e.get("alphas", [])),
-            }
-        )
+    comps = manifest.get("components") or {LANGUAGE_MODEL: manifest}
+    order = sorted(comps, key=lambda c: (c != LANGUAGE_MODEL, c))
+    rows = [row for c in order for row in _component_rows(c, comps[c])]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["layer"] = df["layer"].astype("Int64")
     for c in ("delta_norm", "aligned_norm", "rel_delta"):
@@ -63,13 +42,34 @@ def delta_table(manifest: dict) -> pd.DataFrame:
     return df
 
 
+def _component_rows(component: str, stats: dict) -> list[dict]:
+    def row(part: str, layer: int | None, e: dict) -> dict:
+        return {
+            "component": component,
+            "part": part,
+            "layer": layer,
+            "delta_norm": e["delta_norm"],
+            "aligned_norm": e["aligned_norm"],
+            "rel_delta": e["rel_delta"],
+            "n_tensors": e.get("n_tensors"),
+            "alphas": ",".join(str(a) for a in e.get("alphas", [])),
+            "zero_delta": e.get("zero_delta"),
+        }
+
+    rows = [row("layer", int(e["layer"]), e) for e in stats.get("layers", [])]
+    special = stats.get("special", {})
+    rows += [row(part, None, special[part]) for part in ("embed", "norm", "lm_head") if part in special]
+    return rows
+
+
 def plot_delta(df: pd.DataFrame, out_png: str | Path, *, title: str | None = None) -> Path:
-    """Line plot of ‖Δ‖/‖θ‖ over decoder depth, special tensors as horizontal reference lines."""
+    """Line plot of the language model's ‖Δ‖/‖θ‖ over decoder depth, special tensors as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    df = df[df["component"] == LANGUAGE_MODEL] if "component" in df else df
     layers = df[df["part"] == "layer"].sort_values("layer")
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
     ax.plot(layers["layer"].astype(int), layers["rel_delta"], marker="o", ms=3, label="decoder layer")

@@ -7,7 +7,7 @@ Constructing it runs every cross-reference check a JSON schema cannot express; e
 
 How to extend it: a new variant kind adds a method that yields :class:`~.layout.Variant` objects and
 joins :meth:`Experiment.variants`; a new prompt-set rule edits :meth:`Experiment.variants_for`; a
-new check is a ``_check_*`` method listed in :attr:`Experiment.CHECKS` (run in that order).
+new cross-reference check is a function in :mod:`.experiment_checks` listed in its ``CHECKS``.
 
 Torch-free (stdlib + the scheme parser): importing it costs milliseconds at DAG time.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 from .common import format_alpha
 from .experiment_multimodal import MultimodalPlanning
-from .layout import BASE_GROUP, RESERVED_GROUPS, Layout, Variant
+from .layout import BASE_GROUP, Layout, Variant
 
 VARIANT_SELECTION_KEYS = ("alphas", "schemes")
 """Prompt-set keys that choose which variants answer the set, not what the prompts are: kept out
@@ -66,26 +66,17 @@ def _fail(msg: str) -> None:
 class Experiment(MultimodalPlanning):
     """Planning queries over one validated config (schema defaults already applied)."""
 
-    CHECKS = (
-        "_check_world",
-        "_check_multimodal",
-        "_check_models",
-        "_check_pairs",
-        "_check_schemes",
-        "_check_reward_models",
-        "_check_prompt_sets",
-        "_check_evaluation",
-        "_check_training",
-        "_check_decoding",
-    )
-
     def __init__(self, config: Mapping[str, Any], *, check: bool = True):
         self.config = config
         self.name: str = config["experiment"]
         self.layout = Layout(self.name)
+        from .search.planning import SearchPlanning
+
+        self.search = SearchPlanning(self)
         if check:
-            for name in self.CHECKS:
-                getattr(self, name)()
+            from .experiment_checks import run_checks  # it imports this module's names
+
+            run_checks(self)
 
     # ------------------------------------------------------------------ models
 
@@ -108,6 +99,22 @@ class Experiment(MultimodalPlanning):
             return self.layout.trained(key)
         return self.layout.checkpoint(key)
 
+    def adapter_base(self, key: str) -> str | None:
+        """The model key a PEFT adapter source is merged into (``adapter_of``), None for full models."""
+        return self.model_spec(key).get("adapter_of")
+
+    def checkpoint_spec(self, key: str) -> Mapping[str, Any]:
+        """The checkpoint stage's spec: the model entry, plus the base folder for an adapter (the
+        entry unchanged for every other model, so finished checkpoint jobs keep their params)."""
+        base = self.adapter_base(key)
+        spec = self.model_spec(key)
+        return spec if base is None else {**spec, "base_dir": self.model_dir(base)}
+
+    def checkpoint_inputs(self, key: str) -> dict[str, str]:
+        """An adapter's checkpoint job needs its base model's folder; other sources need nothing."""
+        base = self.adapter_base(key)
+        return {} if base is None else {"base": self.model_dir(base)}
+
     def downloaded_models(self) -> list[str]:
         return [k for k, s in self.models.items() if s["source"] in ("hub", "gguf", "local")]
 
@@ -124,6 +131,11 @@ class Experiment(MultimodalPlanning):
         """Decoder depth when it is known before anything runs: a world architecture, a trained
         model's base, or a local folder's ``config.json``; None for hub and GGUF checkpoints."""
         spec = self.model_spec(key)
+        if "adapter_of" in spec:
+            base = spec["adapter_of"]
+            if base in _seen | {key}:
+                _fail(f"model {key!r}: adapter bases form a cycle ({sorted(_seen | {key})})")
+            return self.model_num_layers(base, _seen | {key})
         if spec["source"] == "local":
             return _local_num_layers(spec)
         if spec["source"] != "train":
@@ -135,6 +147,23 @@ class Experiment(MultimodalPlanning):
         if spec["base"] in seen:
             _fail(f"model {key!r}: training bases form a cycle ({sorted(seen)})")
         return self.model_num_layers(spec["base"], seen)
+
+    def model_is_multimodal(self, key: str, _seen: frozenset[str] = frozenset()) -> bool | None:
+        """True for a vision-language model when that is known before anything runs (a local
+        folder's ``config.json`` has a ``vision_config``; a trained model or an adapter inherits
+        its base's answer; ``modality: image`` training; a ``compose`` source), None when unknown."""
+        spec = self.model_spec(key)
+        if spec["source"] == "compose" or spec.get("modality") == "image":
+            return True
+        base = spec.get("adapter_of") or (spec.get("base") if spec["source"] == "train" else None)
+        if base is not None and base not in _seen:
+            return self.model_is_multimodal(base, _seen | {key})
+        if spec["source"] == "train" and "init" in spec:
+            return False
+        if spec["source"] == "local" and "adapter_of" not in spec:
+            cfg = _local_config(spec)
+            return None if cfg is None else isinstance(cfg.get("vision_config"), dict)
+        return None
 
     # ------------------------------------------------------------------ pairs, α and schemes
 
@@ -150,6 +179,25 @@ class Experiment(MultimodalPlanning):
         """Formatted α of one pair (its own list or the global one), deduplicated, in order."""
         raw = self.pairs[pair].get("alphas") or self.config["extrapolation"]["alphas"]
         return list(dict.fromkeys(format_alpha(a) for a in raw))
+
+    def logit_alphas(self) -> list[str]:
+        """Formatted α of the decoding-time (logit) extrapolation variants, in order."""
+        return list(dict.fromkeys(format_alpha(a) for a in self.config["extrapolation"].get("logit_alphas") or []))
+
+    def logit_report_files(self) -> list[str]:
+        """Answers, scores and job timings of each logit α and its weight counterpart (same α), on
+        every prompt set but the dev set: the weight-vs-logit table's inputs."""
+        L, out = self.layout, []
+        for ps in self.prompt_sets:
+            if ps == self.dev_prompt_set:
+                continue
+            for pair in self.pairs:
+                for a in self.logit_alphas():
+                    for v in (Variant.logit_of(pair, a), Variant.alpha_of(pair, a)):
+                        out += [L.generation(ps, pair, v.name), L.benchmark("generate", ps, pair, v.name)]
+                        out += [L.score(ps, rm, pair, v.name) for rm in self.reward_models if self.scorable(ps, rm)]
+                    out.append(L.benchmark("extrapolate", pair, Variant.alpha_of(pair, a).name))
+        return out
 
     def pair_schemes(self, pair: str) -> list[str]:
         chosen = self.pairs[pair].get("schemes", list(self.schemes))
@@ -182,11 +230,13 @@ class Experiment(MultimodalPlanning):
         return {p["aligned"] for p in self.pairs.values()}
 
     def pair_variants(self, pair: str) -> Iterator[Variant]:
-        """The extrapolations of one pair: uniform α first, then layer schemes."""
+        """The extrapolations of one pair: uniform α first, then layer schemes, then logit α."""
         for a in self.pair_alphas(pair):
             yield Variant.alpha_of(pair, a)
         for s in self.pair_schemes(pair):
             yield Variant.scheme_of(pair, s)
+        for a in self.logit_alphas():
+            yield Variant.logit_of(pair, a)
 
     def variants(self) -> list[Variant]:
         """Every model whose answers are generated and scored: baselines (group ``base``, named by
@@ -197,7 +247,8 @@ class Experiment(MultimodalPlanning):
         return out
 
     def extrapolations(self) -> list[Variant]:
-        return [v for v in self.variants() if v.group != BASE_GROUP]
+        """Variants with an extrapolated checkpoint (and manifest); logit variants have none."""
+        return [v for v in self.variants() if v.group != BASE_GROUP and v.kind != "logit"]
 
     # ------------------------------------------------------------------ prompt sets
 
@@ -236,6 +287,8 @@ class Experiment(MultimodalPlanning):
                 ok = v.name in aligned or not dev
             elif v.kind == "alpha":
                 ok = keep_alpha is None or v.alpha_text in keep_alpha
+            elif v.kind == "logit":
+                ok = not dev
             else:
                 ok = not dev and (keep_scheme is None or v.scheme in keep_scheme)
             if ok:
@@ -338,6 +391,53 @@ class Experiment(MultimodalPlanning):
                 for v in self.variants_for(ps):
                     yield ps, v
 
+    def local_judge_spec(self) -> dict[str, Any] | None:
+        return self.evaluation.get("local_judge")
+
+    def local_judged(self) -> Iterator[tuple[str, Variant]]:
+        """Extrapolated variants judged against their pair's aligned model by a local checkpoint."""
+        spec = self.local_judge_spec()
+        if not spec:
+            return
+        for ps in spec.get("prompt_sets") or list(self.prompt_sets):
+            if ps not in self.prompt_sets:
+                _fail(f"evaluation.local_judge.prompt_sets: unknown prompt set {ps!r}")
+            for v in self.variants_for(ps):
+                if v.kind in ("alpha", "scheme"):
+                    yield ps, v
+
+    def local_judge_baseline(self, group: str) -> str:
+        """The aligned model a pair's extrapolations are judged against."""
+        return self.pairs[group]["aligned"]
+
+    def mtbench_spec(self) -> dict[str, Any] | None:
+        return self.evaluation.get("mtbench")
+
+    def mtbench_generation(self) -> dict[str, Any]:
+        """What changes MT-Bench answers (the ``mtbench_answers`` rule's params)."""
+        spec = self.mtbench_spec() or {}
+        return {"max_new_tokens": spec.get("max_new_tokens", 256), "limit": spec.get("limit")}
+
+    def mtbench_grading(self) -> dict[str, Any]:
+        """What changes MT-Bench grades (the ``mtbench_grade`` rule's params)."""
+        spec = self.mtbench_spec() or {}
+        return {"judge": spec.get("judge"), "n_runs": spec.get("n_runs", 1)}
+
+    def capability_spec(self) -> dict[str, Any] | None:
+        return self.evaluation.get("capability")
+
+    def model_variants(self) -> list[Variant]:
+        """Every variant backed by a checkpoint (MT-Bench and capability run on these)."""
+        return [v for v in self.variants() if v.kind != "reference"]
+
+    def judge_model_dir(self, judge: str) -> str | None:
+        """Checkpoint folder of a judge naming a configured model; None for ``api:<model>`` judges."""
+        if judge.startswith("api:"):
+            return None
+        if judge not in self.models:
+            _fail(f"judge {judge!r} is neither a configured model ({sorted(self.models)}) nor api:<model>")
+        return self.model_dir(judge)
+
     # ------------------------------------------------------------------ decoding and the report
 
     def decoding(self) -> dict[str, Any]:
@@ -379,108 +479,20 @@ class Experiment(MultimodalPlanning):
             "pair_meta": self.pair_meta(),
         }
 
-    # ------------------------------------------------------------------ checks
-
-    def _check_models(self) -> None:
-        for key, spec in self.models.items():
-            if spec["source"] != "train":
-                continue
-            self.dataset_spec(spec["data"])
-            if "base" in spec:
-                self.model_spec(spec["base"])
-                self.model_num_layers(key)  # a cycle of bases fails here
-            else:
-                self.init_architecture(key)
-
-    def _check_pairs(self) -> None:
-        for pair, p in self.pairs.items():
-            if pair in RESERVED_GROUPS:
-                _fail(f"pair {pair!r}: the name is reserved for the workflow's own groups {list(RESERVED_GROUPS)}")
-            for side in ("sft", "aligned"):
-                if p[side] not in self.models:
-                    _fail(f"pair {pair!r}: {side} model {p[side]!r} is not defined under `models`")
-            self.pair_schemes(pair)
-
-    def _check_schemes(self) -> None:
-        from .schemes import Scheme
-
-        for pair, p in self.pairs.items():
-            depth = self.model_num_layers(p["sft"])
-            for s in self.pair_schemes(pair):
-                try:
-                    scheme = Scheme.from_config(self.pair_scheme_spec(pair, s))
-                    if depth is not None:
-                        scheme.validate_for(depth)
-                except ValueError as exc:
-                    _fail(f"extrapolation.schemes.{s} (pair {pair!r}, sft model {p['sft']!r}): {exc}")
-
-    def _check_reward_models(self) -> None:
-        for name, rm in self.reward_models.items():
-            if "model" in rm and rm["model"] not in self.models:
-                _fail(f"reward model {name!r}: model {rm['model']!r} is not defined under `models`")
-
-    def _check_prompt_sets(self) -> None:
-        all_alphas = {a for pair in self.pairs for a in self.pair_alphas(pair)}
-        for ps, spec in self.prompt_sets.items():
-            for a in spec.get("alphas") or []:
-                if format_alpha(a) not in all_alphas:
-                    _fail(f"prompt set {ps!r}: α {a} is not in any pair's α list {sorted(all_alphas, key=float)}")
-            for s in spec.get("schemes") or []:
-                if s not in self.schemes:
-                    _fail(f"prompt set {ps!r}: unknown scheme {s!r}; defined: {sorted(self.schemes)}")
-            ref = spec.get("reference")
-            if ref is not None and spec["source"] == "ultrafeedback":
-                _fail(f"prompt set {ps!r}: no reference outputs are known for ultrafeedback prompts")
-            if ref is not None and spec["source"] in ("file", "world") and "path" not in ref:
-                _fail(
-                    f"prompt set {ps!r}: reference outputs for a {spec['source']} prompt set need "
-                    "`reference: {path: answers.jsonl}` (ids and instructions matching the prompts)"
-                )
-
-    def _check_evaluation(self) -> None:
-        ev = self.evaluation
-        if ev.get("baseline") == "reference" and not any(self.has_reference(ps) for ps in self.prompt_sets):
-            _fail("evaluation.baseline is 'reference' but no prompt set has `reference:` outputs")
-        if ev.get("primary_reward") and ev["primary_reward"] not in self.reward_models:
-            _fail(f"evaluation.primary_reward {ev['primary_reward']!r} is not a reward model")
-        dev = ev.get("dev_prompt_set")
-        if dev and dev not in self.prompt_sets:
-            _fail(f"evaluation.dev_prompt_set {dev!r} is not a prompt set")
-
-    def _check_world(self) -> None:
-        if self.uses_world() and "world" not in self.config:
-            _fail("a dataset, prompt set or model uses the demo world but the config has no `world:`")
-
-    def _check_training(self) -> None:
-        for method, hp in (self.config.get("training") or {}).items():
-            _check_hparams(f"training.{method}", method, hp, ("freeze",))
-        for key in self.trained_models():
-            spec = self.models[key]
-            extra = self.modality_hparams(key)
-            _check_hparams(f"models.{key}.hparams", spec["method"], spec.get("hparams", {}), extra)
-            if spec["method"] == "ddpo" and "ddpo" not in self.hparams(key):
-                _fail(f"models.{key}: method ddpo needs hparams.ddpo {{gamma: <number>, average: <bool>}}")
-
-    def _check_decoding(self) -> None:
-        from .decoding import resolve_decoding
-
-        spec = {k: v for k, v in self.decoding().items() if k not in GENERATION_ONLY_DECODING_KEYS}
-        try:
-            resolve_decoding(spec)
-        except ValueError as exc:
-            _fail(str(exc))  # names the key: "decoding top_k=-1: must be ..."
-
-
-def _check_hparams(where: str, method: str, hp: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
-    known = (*HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS), *extra)
-    unknown = sorted(set(hp) - set(known))
-    if unknown:
-        _fail(f"{where}: {unknown} are not {method} hyperparameters; known: {list(known)}")
-
 
 def _local_num_layers(spec: Mapping[str, Any]) -> int | None:
     """``num_hidden_layers`` of a local folder's ``config.json`` (None when it cannot be read yet:
     the checkpoint stage reports a broken folder with its own message)."""
+    cfg = _local_config(spec)
+    if cfg is None:
+        return None
+    cfg = cfg.get("text_config", cfg)
+    n = cfg.get("num_hidden_layers") if isinstance(cfg, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def _local_config(spec: Mapping[str, Any]) -> dict | None:
+    """A local folder's ``config.json``, or None when it cannot be read (yet)."""
     if spec.get("package"):
         import importlib.util
 
@@ -497,6 +509,4 @@ def _local_num_layers(spec: Mapping[str, Any]) -> int | None:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
-    n = cfg.get("num_hidden_layers") if isinstance(cfg, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    return cfg if isinstance(cfg, dict) else None

@@ -42,11 +42,18 @@ from .decoding import (
     resolve_decoding,
     vllm_sampling_kwargs,
 )
+from .generation_provenance import build_provenance, write_provenance
 from .model_kind import require_model_kind
+from .records import flat_value
+from .seeded_sampling import SEEDING, per_prompt_seeding, prompt_seed, seeded_processors
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "hf", "vllm")
+DEFAULT_BATCH_SIZE = 32
+"""The workflow's and the command line's batch size (answers do not depend on it; speed does)."""
+CLI_DEFAULT_PRESET = "demo"
+"""The command line's decoding preset: the workflow's default (the schema's ``decoding: {preset: demo}``)."""
 RESERVED_KEYS = (
     "id",
     "instruction",
@@ -201,7 +208,7 @@ def _record(
     truncated: int = 0,
 ) -> dict[str, Any]:
     rec = {
-        "id": str(prompt.get("id", index)),
+        "id": _prompt_id(prompt, index),
         "instruction": prompt["instruction"],
         "output": output,
         "generator": generator,
@@ -211,7 +218,7 @@ def _record(
     }
     if truncated:
         rec["prompt_truncated_tokens"] = int(truncated)
-    rec.update({k: v for k, v in prompt.items() if k not in RESERVED_KEYS})
+    rec.update({k: flat_value(v) for k, v in prompt.items() if k not in RESERVED_KEYS})
     return rec
 
 
@@ -273,7 +280,10 @@ def _generate_hf(
     model.generation_config = GenerationConfig(
         eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id
     )
-    gen_kwargs = hf_generation_kwargs(decoding)
+    per_row = per_prompt_seeding(decoding)
+    # Per-prompt seeds: greedy `generate` over the library's warpers plus a per-row sampler
+    # (workflow_scripts.seeded_sampling), so no answer depends on its batch.
+    gen_kwargs = hf_generation_kwargs(dict(decoding, do_sample=False) if per_row else decoding)
     gen_config = GenerationConfig(
         eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, **gen_kwargs
     )
@@ -282,10 +292,7 @@ def _generate_hf(
     encoded, dropped = encode_prompts(tok, prompts, decoding, max_pos)
     # Longest first: similar lengths share a batch (little padding) and an OOM shows up at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    if decoding["seed"] is not None:
-        from transformers import set_seed
-
-        set_seed(decoding["seed"])
+    ids = [_prompt_id(p, i) for i, p in enumerate(prompts)]
 
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     eos_set = set(eos_ids)
@@ -302,6 +309,7 @@ def _generate_hf(
                     decoding["presence_penalty"], decoding["frequency_penalty"], input_ids.shape[1]
                 )
             )
+        processors += seeded_processors(decoding, [ids[i] for i in idx], dev)
         from transformers import LogitsProcessorList
 
         with torch.inference_mode():
@@ -325,6 +333,10 @@ def _generate_hf(
     return results  # type: ignore[return-value]
 
 
+def _prompt_id(prompt: Mapping[str, Any], index: int) -> str:
+    return str(prompt.get("id", index))
+
+
 def _generate_vllm(
     model_dir: Path, prompts: Sequence[Mapping[str, Any]], decoding: dict[str, Any], *, generator: str
 ) -> list[dict[str, Any]]:  # pragma: no cover - needs CUDA
@@ -340,12 +352,18 @@ def _generate_vllm(
     except OSError:
         gen_cfg = None
     stop_ids = [i for i in eos_token_ids(tok, None, gen_cfg) if i != tok.eos_token_id]
-    params = SamplingParams(**vllm_sampling_kwargs(decoding), stop_token_ids=stop_ids or None)
+    base = dict(vllm_sampling_kwargs(decoding), stop_token_ids=stop_ids or None)
+    seed = decoding["seed"]
+    # One seed per request, from the prompt id (as the HF backend): answers do not depend on the batch.
+    params = [
+        SamplingParams(**dict(base, seed=prompt_seed(seed, _prompt_id(p, i)) if seed is not None else None))
+        for i, p in enumerate(prompts)
+    ]
     llm = LLM(
         model=str(model_dir),
         tokenizer=str(model_dir),
         dtype="auto",
-        seed=decoding["seed"] if decoding["seed"] is not None else 0,
+        seed=decoding["seed"] if decoding["seed"] is not None else 0,  # engine RNG; requests carry their own
     )
     outputs = llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=True)
     results = []
@@ -362,7 +380,7 @@ def generate(
     decoding: dict,
     *,
     backend: str = "auto",
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     generator: str | None = None,
     device: str = "auto",
 ) -> list[dict]:
@@ -371,13 +389,44 @@ def generate(
     ``decoding`` may be a raw spec (``{"preset": "demo", "max_new_tokens": 32}``); it is resolved
     with :func:`resolve_decoding`. ``generator`` names the model in alpaca_eval's sense
     (default: the folder name). Returns alpaca_eval ``model_outputs`` records plus ``id``,
-    ``n_tokens``, ``finish_reason`` and the prompts' extra keys.
+    ``n_tokens``, ``finish_reason`` and the prompts' extra keys (nested ones as JSON strings).
 
-    Sampling is reproducible for the same prompts, seed and ``batch_size``: the HF backend seeds
-    one RNG stream per call (batch composition changes which random numbers a prompt gets), vLLM
-    seeds every request with ``seed`` as the official code does. Greedy decoding does not depend
-    on batching (tested).
+    Sampling is reproducible per prompt: each answer is drawn with its own seed, derived from
+    ``seed`` and the prompt id (:mod:`workflow_scripts.seeded_sampling`), so it does not depend on
+    ``batch_size``, on the prompts' order or on which other prompts are answered (both backends).
+    ``seed: null`` samples unseeded.
     """
+    return _generate(model_dir, prompts, decoding, backend, batch_size, generator, device)[0]
+
+
+def generate_to_file(
+    model_dir: str | Path,
+    prompts: list[dict],
+    decoding: dict,
+    out: str | Path,
+    *,
+    backend: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    generator: str | None = None,
+    device: str = "auto",
+) -> list[dict]:
+    """:func:`generate`, then write the records to ``out`` and their provenance beside it
+    (``<out>.provenance.json``, :mod:`workflow_scripts.generation_provenance`)."""
+    records, provenance = _generate(model_dir, prompts, decoding, backend, batch_size, generator, device)
+    write_generations(records, out)
+    write_provenance(provenance, out)
+    return records
+
+
+def _generate(
+    model_dir: str | Path,
+    prompts: list[dict],
+    decoding: dict,
+    backend: str,
+    batch_size: int,
+    generator: str | None,
+    device: str,
+) -> tuple[list[dict], dict]:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ValueError(f"model folder {model_dir} does not exist")
@@ -409,7 +458,18 @@ def generate(
         n_len,
         sum(r["n_tokens"] for r in recs) / len(recs),
     )
-    return recs
+    seeded = per_prompt_seeding(decoding)
+    provenance = build_provenance(
+        model_dir=model_dir,
+        prompts=prompts,
+        decoding=decoding,
+        seeding=SEEDING if seeded else None,
+        backend=chosen,
+        batch_size=batch_size,
+        device="cuda" if chosen == "vllm" else pick_device(device),
+        generator=generator,
+    )
+    return recs, provenance
 
 
 def write_generations(records: Iterable[Mapping[str, Any]], path: str | Path) -> None:
@@ -427,9 +487,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", required=True, help="checkpoint folder")
     ap.add_argument("--prompts", required=True, help="prompt set (JSONL or JSON list)")
     ap.add_argument("--out", required=True, help="output model_outputs JSON")
-    ap.add_argument("--preset", default=None, help="decoding preset (paper, demo, greedy)")
-    ap.add_argument("--decoding", default=None, help="JSON object of decoding overrides")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument(
+        "--preset",
+        default=None,
+        help=f"decoding preset (paper, demo, greedy; default {CLI_DEFAULT_PRESET}, the workflow's default)",
+    )
+    ap.add_argument("--decoding", default=None, help="JSON object of decoding overrides (a config's `decoding:`)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"prompts per batch (default {DEFAULT_BATCH_SIZE}, as the workflow; the answers do not depend on it)",
+    )
     ap.add_argument("--backend", default="auto", choices=BACKENDS)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--generator", default=None, help="model name in the output (default: folder)")
@@ -445,19 +514,20 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("--decoding must be a JSON object")
     if args.preset:
         spec["preset"] = args.preset
+    spec.setdefault("preset", CLI_DEFAULT_PRESET)
     prompts = read_prompts(args.prompts)
     if args.limit is not None:
         prompts = prompts[: args.limit]
-    recs = generate(
+    generate_to_file(
         args.model,
         prompts,
         spec,
+        args.out,
         backend=args.backend,
         batch_size=args.batch_size,
         generator=args.generator,
         device=args.device,
     )
-    write_generations(recs, args.out)
     log.info("wrote %s", args.out)
 
 

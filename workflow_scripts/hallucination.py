@@ -144,16 +144,19 @@ def evaluate_records(records: Sequence[Mapping[str, Any]], vocab: Mapping[str, s
     """Metrics of one generation file whose records carry ``task`` = ``{"kind": "describe",
     "objects": [...]}`` or ``{"kind": "pope", "label": "yes"|"no", "split": random|popular|adversarial}``
     (POPE's splits: each has its positives and the negatives sampled its way)."""
-    desc = [r for r in records if r.get("task", {}).get("kind") == "describe"]
-    qa = [r for r in records if r.get("task", {}).get("kind") == "pope"]
+    from .records import record_field
+
+    tasks = [record_field(r, "task") or {} for r in records]
+    desc = [(r, t) for r, t in zip(records, tasks) if t.get("kind") == "describe"]
+    qa = [(r, t) for r, t in zip(records, tasks) if t.get("kind") == "pope"]
     out: dict[str, Any] = {}
     if desc:
-        out["chair"] = chair([r["output"] for r in desc], [r["task"]["objects"] for r in desc], vocab, seed=seed)
+        out["chair"] = chair([r["output"] for r, _ in desc], [t["objects"] for _, t in desc], vocab, seed=seed)
     if qa:
         out["pope"] = pope(
-            [r["output"] for r in qa],
-            [r["task"]["label"] for r in qa],
-            [r["task"]["split"] for r in qa],
+            [r["output"] for r, _ in qa],
+            [t["label"] for _, t in qa],
+            [t["split"] for _, t in qa],
             seed=seed,
         )
     if not out:

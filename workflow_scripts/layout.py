@@ -26,10 +26,16 @@ RESERVED_GROUPS = (BASE_GROUP, REFERENCE_GROUP)
 
 ALPHA_PREFIX = "alpha"
 SCHEME_PREFIX = "scheme_"
+LOGIT_PREFIX = "logit"
 
 REPORT_FILES = {
     "summary_csv": "summary.csv",
     "summary_md": "summary.md",
+    "summary_html": "summary.html",
+    "results_long": "results_long.csv",
+    "per_prompt": "per_prompt.csv",
+    "answers_html": "answers.html",
+    "overview_rst": "overview.rst",
     "reward_plot": "reward_vs_alpha.png",
     "diagnostics_plot": "diagnostics_vs_alpha.png",
     "delta_csv": "layer_delta.csv",
@@ -41,6 +47,14 @@ REPORT_FILES = {
 }
 """The report's outputs (key = the report rule's output name), relative to ``<root>/report``."""
 
+SEARCH_REPORT_FILES = {
+    "search_csv": "alpha_search.csv",
+    "search_plot": "alpha_search.png",
+    "search_vs_grid": "search_vs_grid.csv",
+}
+"""The α search's report outputs (``extrapolation.search``), relative to ``<root>/report``."""
+LOGIT_REPORT_FILE = "logit_vs_weight.csv"
+"""Weight vs logit extrapolation at the same α, with time per token (``extrapolation.logit_alphas``)."""
 HALLUCINATION_FILES = {
     "table_csv": "hallucination.csv",
     "table_md": "hallucination.md",
@@ -57,7 +71,8 @@ class Variant:
     """One model whose answers are generated and scored: a folder ``group`` and a file stem ``name``.
 
     ``kind`` is ``base`` (an SFT or aligned checkpoint), ``alpha`` (uniform extrapolation),
-    ``scheme`` (layerwise extrapolation) or ``reference`` (reference outputs).
+    ``scheme`` (layerwise extrapolation), ``logit`` (decoding-time extrapolation from both models)
+    or ``reference`` (reference outputs).
     """
 
     group: str
@@ -70,6 +85,10 @@ class Variant:
     @classmethod
     def alpha_of(cls, pair: str, alpha: float | str) -> Variant:
         return cls(pair, f"{ALPHA_PREFIX}{format_alpha(alpha)}")
+
+    @classmethod
+    def logit_of(cls, pair: str, alpha: float | str) -> Variant:
+        return cls(pair, f"{LOGIT_PREFIX}{format_alpha(alpha)}")
 
     @classmethod
     def scheme_of(cls, pair: str, scheme: str) -> Variant:
@@ -95,14 +114,17 @@ class Variant:
             return "alpha"
         if self.name.startswith(SCHEME_PREFIX):
             return "scheme"
-        raise ValueError(f"{self.group}/{self.name} is not a variant name (alpha<α> or scheme_<name>)")
+        if self.name.startswith(LOGIT_PREFIX):
+            return "logit"
+        raise ValueError(f"{self.group}/{self.name} is not a variant name (alpha<α>, logit<α> or scheme_<name>)")
 
     @property
     def alpha_text(self) -> str:
-        """The α as written in paths (only for ``alpha`` variants)."""
-        if self.kind != "alpha":
+        """The α as written in paths (only for ``alpha`` and ``logit`` variants)."""
+        kind = self.kind
+        if kind not in ("alpha", "logit"):
             raise ValueError(f"{self.group}/{self.name} has no uniform α")
-        return self.name[len(ALPHA_PREFIX) :]
+        return self.name[len(ALPHA_PREFIX if kind == "alpha" else LOGIT_PREFIX) :]
 
     @property
     def scheme(self) -> str:
@@ -120,7 +142,7 @@ class Variant:
         role = self.role(pair)
         if role in ("sft", "aligned"):
             return -1.0 if role == "sft" else 0.0
-        return float(self.alpha_text) if role == "alpha" else math.nan
+        return float(self.alpha_text) if role in ("alpha", "logit") else math.nan
 
     def label(self, pair: Mapping[str, str]) -> str:
         """The name a table shows: ``aligned (dpo)``, ``α=2``, ``thirds``, ``reference outputs``."""
@@ -129,6 +151,8 @@ class Variant:
             return f"{role} ({self.name})"
         if role == "reference":
             return "reference outputs"
+        if role == "logit":
+            return f"logit α={self.alpha_text}"
         return f"α={self.alpha_text}" if role == "alpha" else self.scheme
 
     def as_tuple(self) -> tuple[str, str]:
@@ -153,6 +177,10 @@ class Layout:
     def manifest(self, pair: str, variant: str) -> str:
         return f"{self.root}/manifests/{pair}/{variant}.json"
 
+    def card(self, pair: str, variant: str) -> str:
+        """Model card with evaluation results (the checkpoint's own README.md has none)."""
+        return f"{self.root}/cards/{pair}/{variant}/README.md"
+
     def prompts(self, prompt_set: str) -> str:
         return f"{self.root}/prompts/{prompt_set}.jsonl"
 
@@ -164,6 +192,24 @@ class Layout:
 
     def judge(self, prompt_set: str, group: str, variant: str) -> str:
         return f"{self.root}/alpaca_eval/{prompt_set}/{group}/{variant}"
+
+    def search_plan(self, pair: str, rnd: int | str) -> str:
+        """One round of a pair's α search (a checkpoint: the candidates it asks for next)."""
+        return f"{self.root}/search/{pair}/plan/round{rnd}.json"
+
+    def search_result(self, pair: str) -> str:
+        return f"{self.root}/search/{pair}/result.json"
+
+    def search_log(self, pair: str) -> str:
+        return f"{self.root}/search/{pair}/alpha_search.csv"
+
+    @property
+    def search_report_files(self) -> dict[str, str]:
+        return {k: f"{self.root}/report/{v}" for k, v in SEARCH_REPORT_FILES.items()}
+
+    @property
+    def logit_report(self) -> str:
+        return f"{self.root}/report/{LOGIT_REPORT_FILE}"
 
     def world_file(self, name: str) -> str:
         return f"{self.root}/world/data/{name}.jsonl"

@@ -39,6 +39,7 @@ from .generate import (
     render_prompt_ids,
     write_generations,
 )
+from .seeded_sampling import per_prompt_seeding, seeded_processors
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _load(model_dir: Path, dev: str):
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(dev).eval()
 
 
-def _processors(decoding: Mapping[str, Any], sft, alpha: float, input_ids, attention_mask):
+def _processors(decoding: Mapping[str, Any], sft, alpha: float, input_ids, attention_mask, batch, idx, dev: str):
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
     procs: list[Any] = [LogitExtrapolationProcessor(sft, alpha, attention_mask)]
@@ -109,6 +110,7 @@ def _processors(decoding: Mapping[str, Any], sft, alpha: float, input_ids, atten
                 decoding["presence_penalty"], decoding["frequency_penalty"], input_ids.shape[1]
             )
         )
+    procs += seeded_processors(decoding, [str(p.get("id", i)) for p, i in zip(batch, idx)], dev)
     return LogitsProcessorList(procs)
 
 
@@ -136,8 +138,8 @@ def generate_logit_extrapolated(
     """Answer every prompt with logit extrapolation of (``sft_dir`` → ``aligned_dir``) at ``alpha``.
 
     Same contract as :func:`workflow_scripts.generate.generate` (records in the prompts' order,
-    batching by length, greedy independent of batching, sampling reproducible for the same seed and
-    batch size); Hugging Face backend only (vLLM has no two-model decoding).
+    batching by length, answers independent of batching: per-prompt seeds); Hugging Face backend
+    only (vLLM has no two-model decoding).
     """
     import torch
     from tqdm.auto import tqdm
@@ -163,14 +165,12 @@ def generate_logit_extrapolated(
     eos_ids = eos_token_ids(tok, aligned.config, getattr(aligned, "generation_config", None))
     base = {"eos_token_id": eos_ids, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id}
     aligned.generation_config = GenerationConfig(**base)
-    kwargs = {k: v for k, v in hf_generation_kwargs(decoding).items() if k != "repetition_penalty"}
+    per_row = per_prompt_seeding(decoding)  # per-prompt seeds, as generate.py (sampled by the last processor)
+    kwargs = hf_generation_kwargs(dict(decoding, do_sample=False) if per_row else decoding)
+    kwargs = {k: v for k, v in kwargs.items() if k != "repetition_penalty"}
     gen_config = GenerationConfig(**base, **kwargs)
     encoded = [render_prompt_ids(tok, p["instruction"], chat_template=decoding["chat_template"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    if decoding["seed"] is not None:
-        from transformers import set_seed
-
-        set_seed(decoding["seed"])
     log.info("logit extrapolation α=%s of %s over %s: %d prompts", alpha, aligned_dir, sft_dir, len(prompts))
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     eos_set = set(eos_ids)
@@ -184,13 +184,34 @@ def generate_logit_extrapolated(
                 input_ids=input_ids,
                 attention_mask=mask,
                 generation_config=gen_config,
-                logits_processor=_processors(decoding, sft, alpha, input_ids, mask),
+                logits_processor=_processors(
+                    decoding, sft, alpha, input_ids, mask, [prompts[i] for i in idx], idx, dev
+                ),
             )
         for row, i in zip(out[:, input_ids.shape[1] :].tolist(), idx):
             results[i] = _answer(tok, prompts[i], i, row, eos_set, generator)
         bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
+
+
+def run_logit_generation(
+    inputs: Mapping[str, str], alpha: float, decoding: Mapping[str, Any], out: str, *, generator: str
+) -> None:
+    """The ``generate_logit`` rule: ``inputs`` has ``aligned``, ``sft`` and ``prompts`` paths.
+
+    The decoding spec is the one weight-extrapolated variants get (so the two kinds are compared
+    under the same decoding); its ``backend`` is ignored (two-model decoding runs on Hugging Face).
+    """
+    spec = dict(decoding)
+    if spec.pop("backend", "auto") not in ("auto", "hf"):
+        log.info("logit extrapolation runs on the Hugging Face backend (the configured backend is for one model)")
+    batch_size = int(spec.pop("batch_size", 16))
+    prompts = read_prompts(inputs["prompts"])
+    recs = generate_logit_extrapolated(
+        inputs["aligned"], inputs["sft"], alpha, prompts, spec, batch_size=batch_size, generator=generator
+    )
+    write_generations(recs, out)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -56,9 +56,10 @@ def load_image(record: Mapping[str, Any], base_dir: str | Path | None, size: int
             raise ValueError(f"record {record.get('id', '?')}: image {path} does not exist")
         return Image.open(path).convert("RGB")
     if "scene" in record:
+        from .records import record_field
         from .world.shapes import render_scene
 
-        return render_scene(record["scene"], size)
+        return render_scene(record_field(record, "scene"), size)
     raise ValueError(f"record {record.get('id', '?')} has neither an 'image' path nor a 'scene'")
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,35 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+LEGACY_MANIFESTS: dict[str, Callable[[dict], bool]] = {
+    # the extrapolation engine's manifest.json
+    "manifest.json": lambda m: str(m.get("formula", "")).startswith("theta = theta_aligned + alpha"),
+    # the checkpoints stage's record of what it materialised
+    "source.json": lambda m: isinstance(m.get("files"), list) and "total_bytes" in m,
+    # a trained model's manifest
+    "training_manifest.json": lambda m: isinstance(m.get("steps"), int),
+}
+"""Manifests that identify a folder this workflow wrote before folders carried :data:`OUTPUT_MARKER`."""
+
+
 def is_workflow_output(path: str | os.PathLike) -> bool:
-    """True for a folder written by :func:`atomic_dir` (it has the marker) or an empty folder."""
+    """True for a folder written by :func:`atomic_dir` (it has the marker), an empty folder, or a
+    folder that holds one of this workflow's manifests (:data:`LEGACY_MANIFESTS`: written before
+    the marker existed; results of earlier versions can still be replaced by a rerun)."""
     path = Path(path)
     if not path.is_dir() or path.is_symlink():
         return False
-    return (path / OUTPUT_MARKER).is_file() or not any(path.iterdir())
+    if (path / OUTPUT_MARKER).is_file() or not any(path.iterdir()):
+        return True
+    return any(ours(_json_object(path / name)) for name, ours in LEGACY_MANIFESTS.items() if (path / name).is_file())
 
 
 def check_replaceable(final: str | os.PathLike, *, kind: str = "dir") -> None:
@@ -173,7 +197,7 @@ def check_replaceable(final: str | os.PathLike, *, kind: str = "dir") -> None:
         if not is_workflow_output(final):
             raise FileExistsError(
                 f"output folder {final} exists and was not written by this workflow (no {OUTPUT_MARKER} "
-                "marker); it is never replaced: remove it yourself or choose another output path"
+                "marker or workflow manifest); it is never replaced: remove it yourself or choose another output path"
             )
     elif final.is_dir() or not final.is_file():
         raise FileExistsError(

@@ -264,11 +264,38 @@ def _apply_limit(records: list[dict], limit: Any) -> list[dict]:
     return records[:limit]
 
 
+def unique_instructions(records: list[dict], what: str) -> list[dict]:
+    """The records whose instruction has not occurred before (first occurrence kept, order kept).
+
+    Why: alpaca_eval joins answers to reference answers by instruction, so a repeated instruction
+    multiplies rows (the demo's 120 eval prompts with 45 distinct instructions became 496 pairs),
+    and the report's bootstrap would count repeats as independent prompts. A prompt set therefore
+    holds each instruction once; the repeats dropped are logged.
+    """
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        if r["instruction"] in seen:
+            continue
+        seen.add(r["instruction"])
+        out.append(r)
+    if len(out) < len(records):
+        log.warning(
+            "%s: dropped %d of %d prompts that repeat an earlier instruction (a prompt set holds each "
+            "instruction once: alpaca_eval matches answers by instruction)",
+            what,
+            len(records) - len(out),
+            len(records),
+        )
+    return out
+
+
 def load_prompt_set(spec: dict, *, limit: int | None = None) -> list[dict]:
     """Load a prompt set described by a config entry (``{"source": ..., ...}``).
 
-    ``limit`` (or ``spec["limit"]``; the argument wins) keeps the first N prompts, in the
-    source's own order, so quick runs are a prefix of full runs and their answers comparable.
+    Repeated instructions are dropped (:func:`unique_instructions`). ``limit`` (or
+    ``spec["limit"]``; the argument wins) then keeps the first N prompts, in the source's own
+    order, so quick runs are a prefix of full runs and their answers comparable.
     """
     if not isinstance(spec, Mapping) or "source" not in spec:
         raise ValueError(f"a prompt set needs a 'source' (one of {SOURCES}), got {spec!r}")
@@ -276,7 +303,7 @@ def load_prompt_set(spec: dict, *, limit: int | None = None) -> list[dict]:
     if source not in _LOADERS:
         raise ValueError(f"unknown prompt source {source!r}; choose one of {SOURCES}")
     _check_keys(spec, _SPEC_KEYS[source], f"prompt source {source!r}")
-    records = _LOADERS[source](spec)
+    records = unique_instructions(_LOADERS[source](spec), f"prompt set {source} {spec.get('path') or ''}".strip())
     records = _apply_limit(records, limit if limit is not None else spec.get("limit"))
     if not records:
         raise ValueError(f"prompt set {source} {spec.get('path') or ''}: no prompts; an empty set cannot be evaluated")
@@ -354,6 +381,7 @@ def load_reference_outputs(spec: dict, *, limit: int | None = None) -> list[dict
             rec = dict(rec)
             rec["generator"] = row.get("generator") or spec.get("generator", "reference")
             out.append(rec)
+    out = unique_instructions(out, f"reference outputs {source}")  # the same prompts as load_prompt_set
     out = _apply_limit(out, limit if limit is not None else spec.get("limit"))
     log.info("reference outputs %s: %d answers", source, len(out))
     return out

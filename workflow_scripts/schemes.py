@@ -17,7 +17,7 @@ Config format (see docs/ARCHITECTURE.md, "Extrapolation schemes"):
 * ``{"groups": [...], "embed": a, "norm": a, "lm_head": a, "default": a}``: layer groups, each
   ``{"layers": [start, end], "by": "fraction"|"index", "alpha": a, "modules": ["mlp", ...]}``
   (half-open ranges; first matching group wins). ``default`` is required, so no tensor ever gets an
-  α the user did not write (the old scripts silently used 1.0 for embeddings and head).
+  α the user did not write (an implicit 1.0 for embeddings and head would be an unwritten α).
 
 Fractions map to layers with the model's depth L: layer i is in ``[start, end)`` iff
 ``start <= (i + 0.5) / L < end``, so a fraction scheme works for any depth.

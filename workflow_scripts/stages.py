@@ -93,12 +93,12 @@ def _train_image(inputs: Mapping[str, str], data, out: str, params: Mapping[str,
 def run_generation(
     model_dir: str, prompts: list[dict], decoding: Mapping[str, Any], out: str, *, generator: str
 ) -> None:
-    """Generate answers and write the alpaca_eval `model_outputs` JSON."""
-    from .generate import generate, write_generations
+    """Generate answers and write the alpaca_eval `model_outputs` JSON (and its provenance beside it)."""
+    from .generate import DEFAULT_BATCH_SIZE, generate_to_file, write_generations
 
     spec = dict(decoding)
     backend = spec.pop("backend", "auto")
-    batch_size = int(spec.pop("batch_size", 32))
+    batch_size = int(spec.pop("batch_size", DEFAULT_BATCH_SIZE))
     from .multimodal import is_vlm_folder
 
     if is_vlm_folder(model_dir):
@@ -106,10 +106,9 @@ def run_generation(
 
         if backend == "vllm":
             raise ValueError("decoding.backend vllm: vision-language checkpoints are answered by the hf backend")
-        records = generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size)
+        write_generations(generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size), out)
     else:
-        records = generate(model_dir, prompts, spec, backend=backend, batch_size=batch_size, generator=generator)
-    write_generations(records, out)
+        generate_to_file(model_dir, prompts, spec, out, backend=backend, batch_size=batch_size, generator=generator)
 
 
 def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str | None) -> None:
@@ -185,6 +184,13 @@ def generate_job(smk: Any) -> None:
         smk.output[0],
         generator=smk.params.generator,
     )
+
+
+def model_card_job(smk: Any) -> None:
+    from .model_card import card_from_report
+
+    w = smk.wildcards
+    card_from_report(smk.input.manifest, smk.input.results, smk.output[0], pair=w.pair, variant=w.variant)
 
 
 def prompts_job(smk: Any) -> None:
@@ -265,3 +271,46 @@ def hallucination_report_job(smk: Any) -> None:
     from .hallucination_report import build_hallucination_report
 
     build_hallucination_report(dict(smk.input.items()), dict(smk.output.items()), dict(smk.params.report))
+
+
+from .search.jobs import (  # noqa: E402,F401  (the search and logit rules' jobs, found by name)
+    generate_logit_job,
+    logit_report_job,
+    search_plan_job,
+    search_report_job,
+    search_result_job,
+)
+
+
+def capability_job(smk: Any) -> None:
+    from .capability import capability_job as run
+
+    run(smk.input.model, smk.output[0], dict(smk.params.spec), smk.params.task_dir)
+
+
+def local_judge_job(smk: Any) -> None:
+    from .local_judge import judge_files
+
+    judge_files(
+        smk.input.generations,
+        smk.input.baseline,
+        smk.input.judge,
+        smk.params.cache,
+        smk.output[0],
+        n_boot=smk.params.n_boot,
+    )
+
+
+def mtbench_answers_job(smk: Any) -> None:
+    from .mtbench import generate_file
+
+    generate_file(smk.input.model, smk.output[0], model_id=smk.params.model_id, **smk.params.generation)
+
+
+def mtbench_grade_job(smk: Any) -> None:
+    from .mtbench import grade_file
+
+    grading = smk.params.grading
+    grade_file(
+        smk.input.answers, grading["judge"], smk.output[0], judge_dir=smk.input.get("judge"), n_runs=grading["n_runs"]
+    )

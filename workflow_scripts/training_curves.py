@@ -144,7 +144,7 @@ def plot_curves(
                 lw=1.4,
                 label=f"mean of {window}" if single else name,
             )
-    for ax, (col, _label) in zip(axes[0], panels):
+    for ax, (col, label) in zip(axes[0], panels):
         ax.set_title(label if col == label else f"{label}\n[{col}]", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

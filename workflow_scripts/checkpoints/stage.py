@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..common import StageParser, read_json, setup_logging
+from .adapter import is_adapter_spec, materialize_adapter
 from .folder import is_complete
 from .gguf import _materialize_gguf
 from .hub import _materialize_hub
@@ -22,6 +23,8 @@ def materialize(spec: dict, out: Path, *, token_env: str = "HF_TOKEN") -> dict:
     Idempotent: a folder already finished for the same spec is returned as is (no download).
     """
     out = Path(out)
+    if is_adapter_spec(spec):  # a PEFT adapter: merged into its base folder
+        return materialize_adapter(spec, out, token_env=token_env)
     spec = normalize_spec(spec)
     if is_complete(out, spec):
         log.info("%s is already complete for %s; nothing to do", out, _describe(spec))

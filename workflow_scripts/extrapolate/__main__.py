@@ -1,5 +1,6 @@
 """``python -m workflow_scripts.extrapolate``."""
 
+from workflow_scripts.cli import run_cli
 from workflow_scripts.extrapolate.cli import main
 
-main()
+run_cli(main)

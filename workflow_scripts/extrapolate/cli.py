@@ -1,6 +1,9 @@
 """``python -m workflow_scripts.extrapolate``: the engine from the command line.
 
-User errors (bad pair, bad scheme, bad path) end with one log line and exit status 2.
+It behaves as every stage's command line (:mod:`workflow_scripts.cli`): a user error (bad pair,
+bad scheme or α, bad path, a refused pickle, a full disk) ends with one ``error: ...`` line and
+exit status 1 (``--debug`` shows the traceback), SIGTERM/SIGHUP with 128 + the signal, and
+``--alpha -1e-3`` is a number.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 import re
 from pathlib import Path
 
-from workflow_scripts.common import setup_logging
+from workflow_scripts.common import StageParser, setup_logging
 from workflow_scripts.extrapolate.engine import extrapolate
 from workflow_scripts.schemes import Scheme
 
@@ -56,14 +59,12 @@ def _parse_size(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv`` and run one extrapolation."""
-    ap = argparse.ArgumentParser(
-        description="Streaming model extrapolation (ExPO): θ = θ_aligned + α·(θ_aligned − θ_sft)"
-    )
+    """Parse ``argv`` and run one extrapolation (errors propagate: run it with ``run_cli``)."""
+    ap = StageParser(description="Streaming model extrapolation (ExPO): θ = θ_aligned + α·(θ_aligned − θ_sft)")
     ap.add_argument("--sft", required=True, type=Path, help="SFT checkpoint folder")
     ap.add_argument("--aligned", required=True, type=Path, help="aligned (DPO/RLHF) checkpoint folder")
     g = ap.add_mutually_exclusive_group(required=True)
-    g.add_argument("--alpha", type=float, help="uniform α")
+    g.add_argument("--alpha", type=float, help="uniform α (a finite number; -1e-3 is a value)")
     g.add_argument("--scheme", help="scheme as a JSON/YAML file or inline JSON (see docs/ARCHITECTURE.md)")
     ap.add_argument("--out", required=True, type=Path, help="output checkpoint folder (written atomically)")
     ap.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin (runs pickle!)")
@@ -73,18 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", default=None, help="also log to this file")
     args = ap.parse_args(argv)
     setup_logging(args.log)
-    try:
-        scheme = Scheme.uniform_alpha(args.alpha) if args.alpha is not None else load_scheme_arg(args.scheme)
-        extrapolate(
-            args.sft,
-            args.aligned,
-            args.out,
-            scheme,
-            allow_pickle=args.allow_pickle,
-            max_shard_bytes=args.max_shard_size,
-            threads=args.threads,
-            hash_inputs=args.hash_inputs,
-        )
-    except ValueError as exc:
-        log.error("%s", exc)
-        raise SystemExit(2) from exc
+    scheme = Scheme.uniform_alpha(args.alpha) if args.alpha is not None else load_scheme_arg(args.scheme)
+    extrapolate(
+        args.sft,
+        args.aligned,
+        args.out,
+        scheme,
+        allow_pickle=args.allow_pickle,
+        max_shard_bytes=args.max_shard_size,
+        threads=args.threads,
+        hash_inputs=args.hash_inputs,
+    )

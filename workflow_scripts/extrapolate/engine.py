@@ -8,16 +8,11 @@ from pathlib import Path
 
 from workflow_scripts.common import atomic_dir, write_json
 from workflow_scripts.extrapolate.manifest import build_manifest, copy_aux_files, describe_inputs
-from workflow_scripts.extrapolate.outputs import (
-    check_out_target,
-    finish_temp,
-    mark_temp,
-    remove_stale_temps,
-    signals_as_exceptions,
-)
+from workflow_scripts.extrapolate.outputs import check_out_target, finish_temp
 from workflow_scripts.extrapolate.pipeline import CHUNK_ELEMS, default_workers, run_pipeline
 from workflow_scripts.extrapolate.plan import Plan, plan
 from workflow_scripts.extrapolate.reader import SAFE_INDEX, load_checkpoint
+from workflow_scripts.model_card import inherited_metadata, write_card
 from workflow_scripts.scheme_components import ComponentScheme
 from workflow_scripts.schemes import Scheme
 
@@ -65,9 +60,7 @@ def extrapolate(
         "aligned": describe_inputs(aligned, hash_weights=hash_inputs),
     }
 
-    with signals_as_exceptions():
-        remove_stale_temps(out)
-        manifest = _write(p, scheme, sck, ack, out, inputs, (chunk_elems, workers), t0)
+    manifest = _write(p, scheme, sck, ack, out, inputs, (chunk_elems, workers), t0)  # atomic_dir: temps, signals
     if manifest.get("zero_delta_components"):
         log.info("components with Δ ≡ 0 (frozen or unused in training): %s", manifest["zero_delta_components"])
     log.info("wrote %s in %.1f s", out, manifest["elapsed_s"])
@@ -75,11 +68,10 @@ def extrapolate(
 
 
 def _write(p: Plan, scheme, sck, ack, out: Path, inputs: dict, sizes: tuple[int, int], t0: float) -> dict:
-    """Stream the weights into a temporary sibling of ``out``, add index, aux files and manifest,
-    then rename it to ``out`` (nothing that looks finished exists before the rename)."""
+    """Stream the weights into a temporary sibling of ``out``, add index, aux files, manifest and
+    model card, then rename it to ``out`` (nothing that looks finished exists before the rename)."""
     chunk_elems, workers = sizes
     with atomic_dir(out) as tmp:
-        mark_temp(tmp)
         sck.open()
         ack.open()
         try:
@@ -92,7 +84,9 @@ def _write(p: Plan, scheme, sck, ack, out: Path, inputs: dict, sizes: tuple[int,
             write_json(tmp / SAFE_INDEX, {"metadata": {"total_size": sum(p.shard_sizes)}, "weight_map": weight_map})
         copied = copy_aux_files(ack.path, tmp)
         manifest = build_manifest(p, scheme, stats, inputs, copied, time.perf_counter() - t0)
+        manifest["card_metadata"] = inherited_metadata(ack.path, sck.path)
         write_json(tmp / "manifest.json", manifest)
+        write_card(tmp, manifest, model_name=f"expo-{out.parent.name}-{out.name}")
         finish_temp(tmp)
     return manifest
 

@@ -19,6 +19,7 @@ from workflow_scripts.common import format_alpha
 from workflow_scripts.extrapolate.dtypes import TORCH_NAME
 from workflow_scripts.extrapolate.numerics import Stats
 from workflow_scripts.extrapolate.plan import OutTensor, Plan
+from workflow_scripts.model_card import is_training_artifact
 from workflow_scripts.scheme_components import LANGUAGE_MODEL, ComponentScheme
 from workflow_scripts.schemes import Scheme
 
@@ -49,21 +50,35 @@ def _revision(path: Path) -> str | None:
 
 
 def describe_inputs(path: Path, *, hash_weights: bool = False) -> dict:
-    """Paths, sizes and hashes of a model folder's files (weights hashed only on request: slow)."""
+    """Identity (name, Hub repo, revision), path, sizes and hashes of a model folder's files
+    (weights hashed only on request: slow)."""
+    from workflow_scripts.model_card import identify
+
     files = []
     for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
         entry: dict[str, Any] = {"name": f.name, "bytes": f.stat().st_size}
         if (not _is_weight_file(f.name) and entry["bytes"] <= SMALL_FILE_HASH_LIMIT) or hash_weights:
             entry["sha256"] = _sha256(f)
         files.append(entry)
-    return {"path": str(path.resolve()), "revision": _revision(path), "files": files}
+    ident = identify(path)
+    return {
+        "name": ident["name"],
+        "repo": ident["repo"],
+        "path": str(path.resolve()),
+        "revision": _revision(path) or ident["revision"],
+        "files": files,
+    }
 
 
 def copy_aux_files(aligned: Path, out: Path) -> list[str]:
-    """Copy config, tokenizer, chat template, generation config… (everything that is not weights)."""
+    """Copy config, tokenizer, chat template, generation config, processor files… (everything
+    that is neither weights nor a training artifact)."""
     copied = []
     for f in sorted(aligned.iterdir()):
         if f.name.startswith(".") or f.name == "manifest.json" or _is_weight_file(f.name):
+            continue
+        if is_training_artifact(f.name):
+            log.info("not copying %s of the aligned model (a training artifact)", f.name)
             continue
         if f.is_file():
             shutil.copy2(f, out / f.name)

@@ -42,7 +42,7 @@ from .length_controlled import (
 )
 from .selection import select_alpha
 from .statistics import _boot_indices, _finite_floats, align, bootstrap_ci
-from .win_rates import _import_alpaca_eval_metrics, preferences, win_rate
+from .win_rates import _import_alpaca_eval_metrics, preference_win_rate, preferences, win_rate
 
 __all__ = [
     "ALPACA_EVAL_HUB_REPO",
@@ -68,6 +68,7 @@ __all__ = [
     "find_df_gamed",
     "lc_win_rate",
     "main",
+    "preference_win_rate",
     "preferences",
     "select_alpha",
     "win_rate",

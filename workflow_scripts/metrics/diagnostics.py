@@ -36,7 +36,9 @@ def diagnostics(
                 raise ValueError(f"diagnostics: record {i} (id={rec.get('id')!r}) has no {key!r}")
         flags.append(answer_flags(rec["instruction"], rec["output"]))
     boot = {"n_boot": n_boot, "seed": seed}
-    out: dict[str, Any] = {"n": len(records)}
+    # prompts whose instruction the generation stage cut to fit the model's positions
+    n_cut = sum(bool(r.get("prompt_truncated_tokens")) for r in records)
+    out: dict[str, Any] = {"n": len(records), "prompts_truncated": n_cut}
 
     n_tokens = [rec.get("n_tokens") for rec in records]
     if all(t is not None for t in n_tokens):

@@ -84,6 +84,49 @@ def write_plan(
     return result
 
 
+def inputs_from_paths(paths: Sequence[str], aligned: str) -> dict[str, dict[str, Any]]:
+    """The ``inputs`` mapping of :func:`write_plan` from a rule's dev score and generation files.
+
+    Paths follow :mod:`workflow_scripts.layout`; the aligned checkpoint (``base/<aligned>``) is the
+    search's ``alpha0``. Other files (an earlier round's plan) are ignored.
+    """
+    from ..layout import BASE_GROUP, parse_generation_path, parse_score_path
+
+    def name_of(v) -> str:
+        return "alpha0" if (v.group, v.name) == (BASE_GROUP, aligned) else v.name
+
+    out: dict[str, dict[str, Any]] = {}
+    for p in map(str, paths):
+        parts = Path(p).parts
+        if len(parts) >= 5 and parts[-5] == "scores":
+            _, rm, v = parse_score_path(p)
+            out.setdefault(name_of(v), {"scores": {}})["scores"][rm] = p
+        elif len(parts) >= 4 and parts[-4] == "generations":
+            _, v = parse_generation_path(p)
+            out.setdefault(name_of(v), {"scores": {}})["generations"] = p
+    return out
+
+
+def plan_round(paths: Sequence[str], aligned: str, spec: Mapping[str, Any], out_json: str) -> dict[str, Any]:
+    """The search checkpoint's job: one round's plan from the dev score files so far."""
+    return write_plan(inputs_from_paths(paths, aligned), spec, out_json)
+
+
+def search_result(
+    paths: Sequence[str], aligned: str, spec: Mapping[str, Any], out_json: str, out_csv: str
+) -> dict[str, Any]:
+    """The search result under the real budget, and its path (``alpha_search.csv``).
+
+    Its inputs are exactly the candidates the rounds asked for within the budget, so the replay
+    must finish; a pending candidate means the inputs and the plans disagree.
+    """
+    result = write_plan(inputs_from_paths(paths, aligned), spec, out_json, out_csv)
+    if not result["done"]:
+        missing = [c["variant"] for c in result["pending"]]
+        raise ValueError(f"search result: candidates {missing} have no dev scores among the inputs")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inputs", required=True, help="JSON: variant -> {scores: {rm: path}, generations: path}")

@@ -249,12 +249,16 @@ def grade(task: dict, instruction: str, output: str) -> dict:
 
 
 def grade_record(record: dict) -> dict:
-    """:func:`grade` of a generation record that carries the world's ``task`` metadata."""
-    if "task" not in record:
+    """:func:`grade` of a generation record that carries the world's ``task`` metadata (a dict in a
+    prompt set, a JSON string in a generation file: :func:`workflow_scripts.records.record_field`)."""
+    from ..records import record_field
+
+    task = record_field(record, "task")
+    if not isinstance(task, dict):
         raise ValueError(
             f"record {record.get('id')!r} has no 'task' field: gold reward only exists for demo-world prompt sets"
         )
-    return grade(record["task"], record["instruction"], record["output"])
+    return grade(task, record["instruction"], record["output"])
 
 
 def gold_reward(record: dict) -> float:
