@@ -44,7 +44,17 @@ from .decoding import (
 )
 from .generation_provenance import build_provenance, write_provenance
 from .model_kind import require_model_kind
-from .records import flat_value
+from .prompt_encoding import (
+    RESERVED_KEYS,
+    _check_prompts,
+    _load_tokenizer,
+    _prompt_id,
+    _record,
+    encode_prompts,
+    eos_token_ids,
+    fit_prompt_ids,
+    render_prompt_ids,
+)
 from .seeded_sampling import SEEDING, per_prompt_seeding, prompt_seed, seeded_processors
 
 log = logging.getLogger(__name__)
@@ -54,173 +64,24 @@ DEFAULT_BATCH_SIZE = 32
 """The workflow's and the command line's batch size (answers do not depend on it; speed does)."""
 CLI_DEFAULT_PRESET = "demo"
 """The command line's decoding preset: the workflow's default (the schema's ``decoding: {preset: demo}``)."""
-RESERVED_KEYS = (
-    "id",
-    "instruction",
-    "output",
-    "generator",
-    "dataset",
-    "n_tokens",
-    "finish_reason",
-    "prompt_truncated_tokens",
-)
-"""Keys a generation record owns; a prompt's other keys are copied through untouched."""
-
-
-# --------------------------------------------------------------------------------------------
-# Prompt rendering (shared by both backends so they see identical token ids)
-# --------------------------------------------------------------------------------------------
-
-
-def render_prompt_ids(tokenizer, instruction: str, *, chat_template: bool = True) -> list[int]:
-    """Token ids of one prompt, as the model will see them.
-
-    With a chat template: the template's text for ``[user]`` plus the assistant header, tokenized
-    without extra special tokens (the template already writes BOS; adding another would give two,
-    and the official ``apply_chat_template(tokenize=True)`` adds none). Without a template (only
-    when the decoding says ``chat_template: false``): the raw instruction with the tokenizer's
-    usual special tokens, i.e. plain completion for base models.
-    """
-    if chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                f"tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
-                "generating without one makes an aligned model continue the prompt instead of "
-                "answering it. Add a chat template to the checkpoint, or set "
-                "`chat_template: false` in the decoding config to feed raw instructions."
-            )
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
-        )
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(instruction, add_special_tokens=True)["input_ids"])
-
-
-def fit_prompt_ids(tokenizer, instruction: str, budget: int, *, chat_template: bool = True) -> tuple[list[int], int]:
-    """Prompt ids of at most ``budget`` tokens, and how many instruction tokens were cut to get there.
-
-    The instruction is cut on the right (its start usually says what is asked) and the prompt
-    re-rendered, so the template's closing tokens stay; a template that alone exceeds the budget
-    is an error.
-    """
-    ids = render_prompt_ids(tokenizer, instruction, chat_template=chat_template)
-    if len(ids) <= budget:
-        return ids, 0
-    words = list(tokenizer(instruction, add_special_tokens=False)["input_ids"])
-    keep = max(0, len(words) - (len(ids) - budget))
-    while True:
-        text = tokenizer.decode(words[:keep], skip_special_tokens=True)
-        ids = render_prompt_ids(tokenizer, text, chat_template=chat_template)
-        if len(ids) <= budget:
-            return ids, len(words) - keep
-        if keep == 0:
-            raise ValueError(
-                f"the chat template alone takes {len(ids)} tokens, more than the {budget} positions left for a "
-                "prompt; use a model with more positions or lower max_new_tokens in the decoding config"
-            )
-        keep = max(0, keep - max(1, len(ids) - budget))
-
-
-def encode_prompts(
-    tokenizer, prompts: Sequence[Mapping[str, Any]], decoding: Mapping[str, Any], max_positions: int | None
-) -> tuple[list[list[int]], list[int]]:
-    """Prompt ids for every prompt and the tokens cut from each (see the module docstring for the rule)."""
-    max_new = decoding["max_new_tokens"]
-    budget = max_positions - min(max_new, max_positions // 4) if max_positions else None
-    encoded, dropped = [], []
-    for p in prompts:
-        if budget is None:
-            ids, cut = render_prompt_ids(tokenizer, p["instruction"], chat_template=decoding["chat_template"]), 0
-        else:
-            ids, cut = fit_prompt_ids(tokenizer, p["instruction"], budget, chat_template=decoding["chat_template"])
-        encoded.append(ids)
-        dropped.append(cut)
-    n_cut = sum(1 for d in dropped if d)
-    if n_cut:
-        log.warning(
-            "%d of %d prompts were longer than %d tokens (the model's %d positions minus room for the answer); "
-            "their instructions were cut on the right (recorded per answer as prompt_truncated_tokens)",
-            n_cut,
-            len(prompts),
-            budget,
-            max_positions,
-        )
-    longest = max(len(e) for e in encoded)
-    if max_positions and longest + max_new > max_positions:
-        log.warning(
-            "longest prompt (%d tokens) + max_new_tokens (%d) exceeds the model's max_position_embeddings (%d)",
-            longest,
-            max_new,
-            max_positions,
-        )
-    return encoded, dropped
-
-
-def _as_id_list(value: Any) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, int):
-        return [value]
-    return [int(v) for v in value]
-
-
-def eos_token_ids(tokenizer, model_config=None, generation_config=None) -> list[int]:
-    """All ids that end an answer: the tokenizer's EOS plus the checkpoint's configured EOS ids.
-
-    Chat models often end turns with a token (``<|eot_id|>``, ``<|im_end|>``) that only the
-    ``generation_config.json`` lists; stopping on the tokenizer's EOS alone would run on.
-    """
-    ids: list[int] = []
-    for source in (
-        tokenizer.eos_token_id,
-        getattr(generation_config, "eos_token_id", None),
-        getattr(model_config, "eos_token_id", None),
-    ):
-        for i in _as_id_list(source):
-            if i not in ids:
-                ids.append(i)
-    if not ids:
-        raise ValueError(
-            f"no EOS token id found for {getattr(tokenizer, 'name_or_path', '?')!r}: "
-            "set eos_token in the tokenizer or eos_token_id in generation_config.json"
-        )
-    return ids
-
-
-def _check_prompts(prompts: Sequence[Mapping[str, Any]]) -> None:
-    seen: set[str] = set()
-    for i, p in enumerate(prompts):
-        if not isinstance(p.get("instruction"), str) or not p["instruction"].strip():
-            raise ValueError(f"prompt #{i} (id={p.get('id')!r}) has no non-empty 'instruction'")
-        pid = str(p.get("id", i))
-        if pid in seen:
-            raise ValueError(f"duplicate prompt id {pid!r}")
-        seen.add(pid)
-
-
-def _record(
-    prompt: Mapping[str, Any],
-    index: int,
-    output: str,
-    generator: str,
-    n_tokens: int,
-    finish_reason: str,
-    truncated: int = 0,
-) -> dict[str, Any]:
-    rec = {
-        "id": _prompt_id(prompt, index),
-        "instruction": prompt["instruction"],
-        "output": output,
-        "generator": generator,
-        "dataset": prompt.get("dataset", "unknown"),
-        "n_tokens": int(n_tokens),
-        "finish_reason": finish_reason,
-    }
-    if truncated:
-        rec["prompt_truncated_tokens"] = int(truncated)
-    rec.update({k: flat_value(v) for k, v in prompt.items() if k not in RESERVED_KEYS})
-    return rec
-
+__all__ = [
+    "BACKENDS",
+    "CLI_DEFAULT_PRESET",
+    "DEFAULT_BATCH_SIZE",
+    "RESERVED_KEYS",
+    "choose_backend",
+    "encode_prompts",
+    "eos_token_ids",
+    "fit_prompt_ids",
+    "generate",
+    "generate_to_file",
+    "main",
+    "read_prompts",
+    "render_prompt_ids",
+    "vllm_available",
+    "write_generations",
+]
+"""Public names, the prompt-encoding ones re-exported from :mod:`workflow_scripts.prompt_encoding`."""
 
 # --------------------------------------------------------------------------------------------
 # Backends
@@ -245,15 +106,57 @@ def choose_backend(backend: str) -> str:
     return backend
 
 
-def _load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
+def _load_hf_model(model_dir: Path, tok, dev: str):
+    """The causal LM on ``dev`` with a fresh generation config, and the ids that end an answer."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if tok.pad_token is None:
-        # Same choice as the official code; pad positions are masked, so the id does not matter.
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"  # generation continues from the right edge of every row
-    return tok
+    # float32 on CPU (bf16 matmuls are slow there and change greedy paths); checkpoint dtype on GPU.
+    dtype = torch.float32 if dev == "cpu" else "auto"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(dev).eval()
+    eos_ids = eos_token_ids(tok, model.config, getattr(model, "generation_config", None))
+    # A fresh generation config: the checkpoint's own sampling knobs (min_p, typical_p,
+    # repetition_penalty, ...) must not leak into a run that claims to use `decoding`.
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id
+    )
+    return model, eos_ids
+
+
+def _hf_generation_config(decoding: dict[str, Any], tok, eos_ids: list[int]):
+    """The ``GenerationConfig`` for ``decoding``; greedy when each row samples with its own seed."""
+    from transformers import GenerationConfig
+
+    per_row = per_prompt_seeding(decoding)
+    # Per-prompt seeds: greedy `generate` over the library's warpers plus a per-row sampler
+    # (workflow_scripts.seeded_sampling), so no answer depends on its batch.
+    gen_kwargs = hf_generation_kwargs(dict(decoding, do_sample=False) if per_row else decoding)
+    return GenerationConfig(
+        eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, **gen_kwargs
+    )
+
+
+def _batch_processors(decoding: dict[str, Any], input_ids, row_ids: list[str], dev: str):
+    """Logits processors of one batch: presence/frequency penalties, then the per-row seeded sampler."""
+    from transformers import LogitsProcessorList
+
+    processors = []
+    if decoding["presence_penalty"] or decoding["frequency_penalty"]:
+        processors.append(
+            PresenceFrequencyPenaltyLogitsProcessor(
+                decoding["presence_penalty"], decoding["frequency_penalty"], input_ids.shape[1]
+            )
+        )
+    processors += seeded_processors(decoding, row_ids, dev)
+    return LogitsProcessorList(processors)
+
+
+def _split_answer(row: list[int], eos_set: set[int]) -> tuple[list[int], int, str]:
+    """Answer tokens before the first EOS, the generated-token count (EOS included) and the finish reason."""
+    stop_at = next((k for k, t in enumerate(row) if t in eos_set), None)
+    if stop_at is None:
+        return row, len(row), "length"
+    return row[:stop_at], stop_at + 1, "stop"
 
 
 def _generate_hf(
@@ -267,26 +170,11 @@ def _generate_hf(
 ) -> list[dict[str, Any]]:
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, GenerationConfig
 
     dev = pick_device(device)
     tok = _load_tokenizer(model_dir)
-    # float32 on CPU (bf16 matmuls are slow there and change greedy paths); checkpoint dtype on GPU.
-    dtype = torch.float32 if dev == "cpu" else "auto"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(dev).eval()
-    eos_ids = eos_token_ids(tok, model.config, getattr(model, "generation_config", None))
-    # A fresh generation config: the checkpoint's own sampling knobs (min_p, typical_p,
-    # repetition_penalty, ...) must not leak into a run that claims to use `decoding`.
-    model.generation_config = GenerationConfig(
-        eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id
-    )
-    per_row = per_prompt_seeding(decoding)
-    # Per-prompt seeds: greedy `generate` over the library's warpers plus a per-row sampler
-    # (workflow_scripts.seeded_sampling), so no answer depends on its batch.
-    gen_kwargs = hf_generation_kwargs(dict(decoding, do_sample=False) if per_row else decoding)
-    gen_config = GenerationConfig(
-        eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, **gen_kwargs
-    )
+    model, eos_ids = _load_hf_model(model_dir, tok, dev)
+    gen_config = _hf_generation_config(decoding, tok, eos_ids)
 
     max_pos = getattr(model.config, "max_position_embeddings", None)
     encoded, dropped = encode_prompts(tok, prompts, decoding, max_pos)
@@ -302,39 +190,21 @@ def _generate_hf(
         batch = tok.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
         input_ids = batch["input_ids"].to(dev)
         attention_mask = batch["attention_mask"].to(dev)
-        processors = []
-        if decoding["presence_penalty"] or decoding["frequency_penalty"]:
-            processors.append(
-                PresenceFrequencyPenaltyLogitsProcessor(
-                    decoding["presence_penalty"], decoding["frequency_penalty"], input_ids.shape[1]
-                )
-            )
-        processors += seeded_processors(decoding, [ids[i] for i in idx], dev)
-        from transformers import LogitsProcessorList
-
         with torch.inference_mode():
             out = model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 generation_config=gen_config,
-                logits_processor=LogitsProcessorList(processors),
+                logits_processor=_batch_processors(decoding, input_ids, [ids[i] for i in idx], dev),
             )
         new_tokens = out[:, input_ids.shape[1] :].tolist()
         for row, i in zip(new_tokens, idx):
-            stop_at = next((k for k, t in enumerate(row) if t in eos_set), None)
-            if stop_at is None:
-                kept, n_tokens, reason = row, len(row), "length"
-            else:
-                kept, n_tokens, reason = row[:stop_at], stop_at + 1, "stop"
+            kept, n_tokens, reason = _split_answer(row, eos_set)
             text = tok.decode(kept, skip_special_tokens=True)
             results[i] = _record(prompts[i], i, text, generator, n_tokens, reason, dropped[i])
         bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
-
-
-def _prompt_id(prompt: Mapping[str, Any], index: int) -> str:
-    return str(prompt.get("id", index))
 
 
 def _generate_vllm(
