@@ -102,6 +102,44 @@ def prepare_preference_rows(data: DataSpec, fraction: float, subset_seed: int = 
     return subset, info
 
 
+def _render_preference_rows(tok, rows: list[dict], max_length: int):
+    """The rendered (prompt, chosen, rejected) dataset and its length statistics (over-long ones are logged)."""
+    from datasets import Dataset
+
+    rendered = []
+    for r in rows:
+        p, c = render_pair(tok, r["prompt"], r["chosen"])
+        p2, rj = render_pair(tok, r["prompt"], r["rejected"])
+        assert p == p2
+        rendered.append({"prompt": p, "chosen": c, "rejected": rj})
+    stats = _length_stats(tok, (r["prompt"] + r[k] for r in rendered for k in ("chosen", "rejected")), max_length)
+    if stats["n_over_max_length"]:
+        log.warning(
+            "%d of %d preference sequences exceed max_length=%d and are truncated",
+            stats["n_over_max_length"],
+            2 * len(rendered),
+            max_length,
+        )
+    return Dataset.from_list(rendered), stats
+
+
+def _checkpoint_dtype(base: Path) -> str:
+    """The SFT checkpoint's own dtype, which the aligned model is saved in: extrapolation subtracts
+    the two, tensor by tensor."""
+    base_cfg = read_json(base / "config.json")
+    return str(base_cfg.get("dtype") or base_cfg.get("torch_dtype") or "float32").replace("torch.", "")
+
+
+def _lora_config(lora: dict | None):
+    """The peft ``LoraConfig`` and its full arguments (defaults filled in); both None without LoRA."""
+    if lora is None:
+        return None, None
+    from peft import LoraConfig
+
+    lora_args = {**DEFAULT_LORA, **lora}
+    return LoraConfig(task_type="CAUSAL_LM", **lora_args), lora_args
+
+
 def train_preference(
     base: PathLike,
     data: DataSpec,
@@ -134,9 +172,11 @@ def train_preference(
     the adapter is merged into full weights before saving (the extrapolation needs full tensors), and also kept under
     ``lora_adapter/`` for provenance. ``subset_seed`` fixes the nested subset independently of the
     training ``seed`` so replicate seeds train on the same pairs.
-    """
-    from datasets import Dataset
 
+    It stays one function on purpose: with rendering, LoRA and dtype in helpers, what is left is
+    the flat sequence check → load → fit → manifest, and the manifest reads best beside the
+    arguments it records.
+    """
     t_start = time.perf_counter()
     validate_preference_config(method, fraction, beta=beta, gamma_beta_ratio=gamma_beta_ratio, lora=lora, ddpo=ddpo)
     _check_common(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, grad_accum=grad_accum)
@@ -148,37 +188,15 @@ def train_preference(
     device = pick_device(device)
     tok = _load_tokenizer(base)
 
-    rendered = []
-    for r in rows:
-        p, c = render_pair(tok, r["prompt"], r["chosen"])
-        p2, rj = render_pair(tok, r["prompt"], r["rejected"])
-        assert p == p2
-        rendered.append({"prompt": p, "chosen": c, "rejected": rj})
-    stats = _length_stats(tok, (r["prompt"] + r[k] for r in rendered for k in ("chosen", "rejected")), max_length)
-    if stats["n_over_max_length"]:
-        log.warning(
-            "%d of %d preference sequences exceed max_length=%d and are truncated",
-            stats["n_over_max_length"],
-            2 * len(rendered),
-            max_length,
-        )
-    ds = Dataset.from_list(rendered)
+    ds, stats = _render_preference_rows(tok, rows, max_length)
 
     import torch
 
     on_gpu = device.startswith("cuda")
     load_dtype = torch.bfloat16 if (on_gpu and lora is not None) else torch.float32
     model = _init_model(base, tok, seed=seed, dtype=load_dtype)
-    # Save in the SFT checkpoint's own dtype: extrapolation subtracts the two, tensor by tensor.
-    base_cfg = read_json(base / "config.json")
-    base_dtype = str(base_cfg.get("dtype") or base_cfg.get("torch_dtype") or "float32").replace("torch.", "")
-    peft_config = None
-    lora_args = None
-    if lora is not None:
-        from peft import LoraConfig
-
-        lora_args = {**DEFAULT_LORA, **lora}
-        peft_config = LoraConfig(task_type="CAUSAL_LM", **lora_args)
+    base_dtype = _checkpoint_dtype(base)
+    peft_config, lora_args = _lora_config(lora)
 
     common = _common_args(
         device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, scratch=Path(".")
@@ -204,6 +222,17 @@ def train_preference(
 
     history = step_history(trainer.state.log_history)
     model = trainer.model
+    hp = {
+        "beta": beta,
+        "lr": lr,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "effective_batch_size": batch_size * grad_accum,
+        "max_length": max_length,
+        **method_hp,
+        "lora": lora_args,
+    }
     manifest = {
         "stage": "preference",
         "method": method,
@@ -211,17 +240,7 @@ def train_preference(
         "base": str(base),
         **info,
         "seed": seed,
-        "hyperparameters": {
-            "beta": beta,
-            "lr": lr,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "grad_accum": grad_accum,
-            "effective_batch_size": batch_size * grad_accum,
-            "max_length": max_length,
-            **method_hp,
-            "lora": lora_args,
-        },
+        "hyperparameters": hp,
         "device": device,
         "threads": threads,
         "bf16": bool(common["bf16"]),
@@ -264,25 +283,61 @@ def make_preference_trainer(
     reference runs beside the policy; text and vision batches go through the same trainers.
     """
     if method in ("dpo", "ddpo"):
-        from trl import DPOConfig, DPOTrainer
-
-        precompute = bool(precompute_ref_log_probs) and method == "dpo"
-        cfg = DPOConfig(
-            **common,
-            beta=float(beta),
-            max_length=max_length,
-            loss_type=["sigmoid"],
-            precompute_ref_log_probs=precompute,
+        return _dpo_trainer(
+            method,
+            model,
+            ds,
+            processing_class,
+            common,
+            beta,
+            max_length,
+            ddpo,
+            peft_config,
+            precompute_ref_log_probs,
+            callbacks,
         )
-        kw = dict(model=model, ref_model=None, args=cfg, train_dataset=ds, processing_class=processing_class)
-        kw.update(peft_config=peft_config, callbacks=callbacks)
-        hp = {"loss_type": "sigmoid", "precompute_ref_log_probs": precompute}
-        if method == "dpo":
-            return DPOTrainer(**kw), hp
-        from .ddpo import make_ddpo_trainer_class
+    return _simpo_trainer(
+        model, ds, processing_class, common, beta, max_length, gamma_beta_ratio, peft_config, callbacks
+    )
 
-        trainer = make_ddpo_trainer_class()(**kw, gamma=ddpo["gamma"], average=ddpo["average"])
-        return trainer, {**hp, "ddpo_gamma": float(ddpo["gamma"]), "ddpo_average": ddpo["average"]}
+
+def _dpo_trainer(
+    method,
+    model,
+    ds,
+    processing_class,
+    common,
+    beta,
+    max_length,
+    ddpo,
+    peft_config,
+    precompute_ref_log_probs,
+    callbacks,
+):
+    """DPO (sigmoid loss) or DDPO; see :func:`make_preference_trainer`."""
+    from trl import DPOConfig, DPOTrainer
+
+    precompute = bool(precompute_ref_log_probs) and method == "dpo"
+    cfg = DPOConfig(
+        **common,
+        beta=float(beta),
+        max_length=max_length,
+        loss_type=["sigmoid"],
+        precompute_ref_log_probs=precompute,
+    )
+    kw = dict(model=model, ref_model=None, args=cfg, train_dataset=ds, processing_class=processing_class)
+    kw.update(peft_config=peft_config, callbacks=callbacks)
+    hp = {"loss_type": "sigmoid", "precompute_ref_log_probs": precompute}
+    if method == "dpo":
+        return DPOTrainer(**kw), hp
+    from .ddpo import make_ddpo_trainer_class
+
+    trainer = make_ddpo_trainer_class()(**kw, gamma=ddpo["gamma"], average=ddpo["average"])
+    return trainer, {**hp, "ddpo_gamma": float(ddpo["gamma"]), "ddpo_average": ddpo["average"]}
+
+
+def _simpo_trainer(model, ds, processing_class, common, beta, max_length, gamma_beta_ratio, peft_config, callbacks):
+    """SimPO as TRL's CPOTrainer with ``cpo_alpha=0``; see :func:`make_preference_trainer`."""
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     gamma = float(gamma_beta_ratio) * float(beta)
