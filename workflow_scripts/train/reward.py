@@ -88,38 +88,8 @@ def pair_accuracy(model, tok, rows: Sequence[dict], *, batch_size: int = 32) -> 
     }
 
 
-def train_reward(
-    model_init: dict | PathLike,
-    tokenizer_dir: PathLike,
-    data: DataSpec,
-    out: PathLike,
-    *,
-    epochs: float,
-    lr: float,
-    batch_size: int,
-    max_length: int,
-    seed: int = 0,
-    heldout_fraction: float = 0.1,
-    threads: int | None = None,
-    device: str = "auto",
-    grad_accum: int = 1,
-) -> dict:
-    """Train a 1-label Llama sequence classifier with TRL's RewardTrainer (Bradley-Terry loss).
-
-    A seeded ``heldout_fraction`` slice (at least one pair when there are ≥ 2) is kept out of
-    training and its pair accuracy goes into the manifest: the demo world's reward model stands in
-    for a real one, and the report must say how good a judge it is.
-    """
-    from datasets import Dataset
-    from trl import RewardConfig, RewardTrainer
-
-    t_start = time.perf_counter()
-    _check_common(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, grad_accum=grad_accum)
-    if not (0.0 <= heldout_fraction < 1.0):
-        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction!r}")
-    rows = load_rows(data)
-    source = _describe(data)
-    validate_columns(rows, PREFERENCE_COLUMNS, source)
+def _split_heldout(rows: list[dict], seed: int, heldout_fraction: float, source: str) -> tuple[list[dict], list[dict]]:
+    """The seeded held-out pairs (at least one when there are ≥ 2) and the training pairs, both in file order."""
     perm = list(range(len(rows)))
     random.Random(seed).shuffle(perm)
     n_held = math.ceil(heldout_fraction * len(rows)) if heldout_fraction > 0 and len(rows) >= 2 else 0
@@ -127,9 +97,13 @@ def train_reward(
     train_rows = [rows[i] for i in sorted(perm[n_held:])]
     if not train_rows:
         raise ValueError(f"{source}: no preference pairs left to train the reward model on")
-    set_threads(threads)
-    device = pick_device(device)
-    tok = _load_tokenizer(tokenizer_dir, plain_ok=True)
+    return held, train_rows
+
+
+def _reward_dataset(tok, train_rows: list[dict], max_length: int):
+    """RewardTrainer's dataset, its length statistics, and whether the plain (no chat template) format is used."""
+    from datasets import Dataset
+
     from ..minilm import plain_preference_rows, uses_plain_format
 
     plain = uses_plain_format(tok)
@@ -161,6 +135,49 @@ def train_reward(
                 for r in train_rows
             ]
         )
+    return ds, stats, plain
+
+
+def train_reward(
+    model_init: dict | PathLike,
+    tokenizer_dir: PathLike,
+    data: DataSpec,
+    out: PathLike,
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    seed: int = 0,
+    heldout_fraction: float = 0.1,
+    threads: int | None = None,
+    device: str = "auto",
+    grad_accum: int = 1,
+) -> dict:
+    """Train a 1-label Llama sequence classifier with TRL's RewardTrainer (Bradley-Terry loss).
+
+    A seeded ``heldout_fraction`` slice (at least one pair when there are ≥ 2) is kept out of
+    training and its pair accuracy goes into the manifest: the demo world's reward model stands in
+    for a real one, and the report must say how good a judge it is.
+
+    It stays one function on purpose: with the split and the dataset in helpers, what is left is
+    the flat sequence load → fit → manifest, and the manifest reads best beside the arguments it
+    records.
+    """
+    from trl import RewardConfig, RewardTrainer
+
+    t_start = time.perf_counter()
+    _check_common(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, grad_accum=grad_accum)
+    if not (0.0 <= heldout_fraction < 1.0):
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction!r}")
+    rows = load_rows(data)
+    source = _describe(data)
+    validate_columns(rows, PREFERENCE_COLUMNS, source)
+    held, train_rows = _split_heldout(rows, seed, heldout_fraction, source)
+    set_threads(threads)
+    device = pick_device(device)
+    tok = _load_tokenizer(tokenizer_dir, plain_ok=True)
+    ds, stats, plain = _reward_dataset(tok, train_rows, max_length)
     model = _init_model(model_init, tok, seed=seed, reward=True)
     model.config.pad_token_id = tok.pad_token_id
 
