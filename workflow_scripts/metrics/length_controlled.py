@@ -133,6 +133,28 @@ def lc_win_rate(
             f"(not in the Hugging Face cache, no ${DF_GAMED_ENV}); fetch it once with `hf download "
             f"{ALPACA_EVAL_HUB_REPO} {DF_GAMED_FILENAME} --repo-type dataset` on a machine with network"
         )
+    frame = _glm_frame(path, al, prefs, generator, baseline_generator)
+    fit = _glm_fitter(ae, glm_winrate, path, glm_name)
+    res = fit(frame)
+    out = {
+        "lc_win_rate": float(res["length_controlled_winrate"]),
+        "lc_win_rate_ci_low": None,
+        "lc_win_rate_ci_high": None,
+        "lc_standard_error": float(res["lc_standard_error"]),
+        "win_rate": float(res["win_rate"]),
+        "n": int(res["n_total"]),
+        "available": True,
+        "reason": None,
+        "glm_name": glm_name,
+        "df_gamed_path": str(path),
+    }
+    if n_boot > 0 and len(frame) > 1:
+        out["lc_win_rate_ci_low"], out["lc_win_rate_ci_high"] = _bootstrap_ci(fit, frame, n_boot, seed, level)
+    return out
+
+
+def _glm_frame(path, al: Mapping[str, Sequence], prefs, generator: str, baseline_generator: str) -> pd.DataFrame:
+    """alpaca_eval's annotation frame (baseline as ``output_1``); every prompt must be an AlpacaEval position."""
     df_gamed = pd.read_csv(path)
     difficulty = df_gamed.drop_duplicates("index")["instruction_difficulty"]
     idx = [int(i) for i in al["instruction_index"]]
@@ -142,7 +164,7 @@ def lc_win_rate(
             f"instruction_index values {unknown[:5]} are not AlpacaEval prompt positions known to "
             f"{path} ({len(unknown)} unknown); LC win rate only applies to the AlpacaEval prompts"
         )
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "preference": prefs,
             "output_1": [str(o) for o in al["baseline_outputs"]],
@@ -153,6 +175,10 @@ def lc_win_rate(
             "annotator": "reward_model",
         }
     )
+
+
+def _glm_fitter(ae, glm_winrate, path, glm_name: str):
+    """One GLM fit of a frame, with the hub download redirected to the local ``df_gamed.csv``."""
 
     def local_download(*args, filename: str | None = None, **kwargs) -> str:
         if filename == DF_GAMED_FILENAME:
@@ -173,27 +199,17 @@ def lc_win_rate(
                 is_add_glm_preference_inplace=False,
             )
 
-    res = fit(frame)
-    out = {
-        "lc_win_rate": float(res["length_controlled_winrate"]),
-        "lc_win_rate_ci_low": None,
-        "lc_win_rate_ci_high": None,
-        "lc_standard_error": float(res["lc_standard_error"]),
-        "win_rate": float(res["win_rate"]),
-        "n": int(res["n_total"]),
-        "available": True,
-        "reason": None,
-        "glm_name": glm_name,
-        "df_gamed_path": str(path),
-    }
-    if n_boot > 0 and len(frame) > 1:
-        reps = []
-        for row in _boot_indices(len(frame), n_boot, seed):
-            reps.append(fit(frame.iloc[row].reset_index(drop=True))["length_controlled_winrate"])
-        tail = (1.0 - level) / 2.0 * 100.0
-        lo, hi = np.percentile(np.asarray(reps, dtype=float), [tail, 100.0 - tail])
-        out["lc_win_rate_ci_low"], out["lc_win_rate_ci_high"] = float(lo), float(hi)
-    return out
+    return fit
+
+
+def _bootstrap_ci(fit, frame: pd.DataFrame, n_boot: int, seed: int, level: float) -> tuple[float, float]:
+    """Percentile CI of the LC win rate over GLM refits on resampled prompts."""
+    reps = []
+    for row in _boot_indices(len(frame), n_boot, seed):
+        reps.append(fit(frame.iloc[row].reset_index(drop=True))["length_controlled_winrate"])
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(np.asarray(reps, dtype=float), [tail, 100.0 - tail])
+    return float(lo), float(hi)
 
 
 @contextlib.contextmanager
