@@ -96,6 +96,89 @@ def _score_key(ps: str, rm: str, pair: str, aligned: str, alpha: float) -> Score
     return (ps, rm, *v.as_tuple())
 
 
+def _check_study_inputs(
+    summary: pd.DataFrame, pair_meta: Mapping[str, Mapping[str, Any]], primary: str, rms: Sequence[str]
+) -> None:
+    """The primary reward has scores, and every pair with metadata has rows and complete metadata."""
+    if primary not in rms and pair_meta:
+        raise ValueError(f"study table: the primary reward {primary!r} has no scores in the summary (scored: {rms})")
+    unknown = sorted(set(pair_meta) - set(summary.get("pair", pd.Series(dtype=str))))
+    if unknown:
+        raise ValueError(f"study table: pairs {unknown} have metadata but no rows in the summary")
+    for pair, m in pair_meta.items():
+        missing = [k for k in ("method", "fraction", "aligned") if k not in m]
+        if missing:
+            raise ValueError(f"study table: pair {pair!r} metadata lacks {missing}")
+
+
+def _full_data_pairs(pair_meta: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
+    """The full-data reference of each method: its pair with the largest fraction — only when the
+    method has at least two fractions (a lone model compared with itself says nothing)."""
+    full: dict[str, str | None] = {}
+    by_method: dict[str, list[str]] = {}
+    for pair, m in pair_meta.items():
+        by_method.setdefault(m["method"], []).append(pair)
+    for method, pairs in by_method.items():
+        fracs = {float(pair_meta[p]["fraction"]) for p in pairs}
+        full[method] = max(pairs, key=lambda p: float(pair_meta[p]["fraction"])) if len(fracs) > 1 else None
+    return full
+
+
+def _base_columns(primary: str) -> list[str]:
+    """The study table's columns that do not depend on the reward models."""
+    return [
+        "method",
+        "fraction",
+        "pair",
+        "aligned_model",
+        "prompt_set",
+        "best_alpha",
+        f"dev_{primary}_at_best_alpha",
+        "full_data_pair",
+        "full_data_fraction",
+    ]
+
+
+def _rm_columns(rm, summary_rows, scores, keys, has_ref: bool, n_boot: int, seed: int) -> dict[str, Any]:
+    """One reward model's columns of a study row: aligned, ExPO and full-data means with CIs, and the
+    gain and ExPO-minus-full differences (paired CIs when ``keys`` — (ps, pair, aligned, α) of the
+    ExPO, aligned and full-data scores — name score files)."""
+    aligned_row, expo_row, ref_row = summary_rows
+    a = _ci_of(aligned_row, rm)
+    e = _ci_of(expo_row, rm)
+    f = _ci_of(ref_row, rm)
+    cols = {
+        f"{rm}_aligned": a[0],
+        f"{rm}_aligned_ci_low": a[1],
+        f"{rm}_aligned_ci_high": a[2],
+        f"{rm}_expo": e[0],
+        f"{rm}_expo_ci_low": e[1],
+        f"{rm}_expo_ci_high": e[2],
+        f"{rm}_full_aligned": f[0],
+        f"{rm}_full_aligned_ci_low": f[1],
+        f"{rm}_full_aligned_ci_high": f[2],
+    }
+    gain = (e[0] - a[0], math.nan, math.nan)
+    expo_vs_full = (e[0] - f[0], math.nan, math.nan)
+    if keys is not None:
+        k_e, k_a, k_f = (_score_key(ps, rm, pair, aligned, alpha) for ps, pair, aligned, alpha in keys)
+        if k_e in scores and k_a in scores:
+            gain = paired_diff_ci(scores[k_e], scores[k_a], n_boot=n_boot, seed=seed)
+        if has_ref and k_e in scores and k_f in scores:
+            expo_vs_full = paired_diff_ci(scores[k_e], scores[k_f], n_boot=n_boot, seed=seed)
+    cols.update(
+        {
+            f"{rm}_gain": gain[0],
+            f"{rm}_gain_ci_low": gain[1],
+            f"{rm}_gain_ci_high": gain[2],
+            f"{rm}_expo_minus_full": expo_vs_full[0],
+            f"{rm}_expo_minus_full_ci_low": expo_vs_full[1],
+            f"{rm}_expo_minus_full_ci_high": expo_vs_full[2],
+        }
+    )
+    return cols
+
+
 def build_study(
     summary: pd.DataFrame,
     pair_meta: Mapping[str, Mapping[str, Any]],
@@ -115,25 +198,8 @@ def build_study(
     dev = ev.get("dev_prompt_set")
     n_boot, seed = int(ev.get("bootstrap", 1000)), int(ev.get("seed", 0))
     rms = [rm for rm in reward_models if f"{rm}_mean" in summary.columns]
-    if primary not in rms and pair_meta:
-        raise ValueError(f"study table: the primary reward {primary!r} has no scores in the summary (scored: {rms})")
-    unknown = sorted(set(pair_meta) - set(summary.get("pair", pd.Series(dtype=str))))
-    if unknown:
-        raise ValueError(f"study table: pairs {unknown} have metadata but no rows in the summary")
-    for pair, m in pair_meta.items():
-        missing = [k for k in ("method", "fraction", "aligned") if k not in m]
-        if missing:
-            raise ValueError(f"study table: pair {pair!r} metadata lacks {missing}")
-
-    # The full-data reference of each method: its pair with the largest fraction — only when the
-    # method has at least two fractions (a lone model compared with itself says nothing).
-    full: dict[str, str | None] = {}
-    by_method: dict[str, list[str]] = {}
-    for pair, m in pair_meta.items():
-        by_method.setdefault(m["method"], []).append(pair)
-    for method, pairs in by_method.items():
-        fracs = {float(pair_meta[p]["fraction"]) for p in pairs}
-        full[method] = max(pairs, key=lambda p: float(pair_meta[p]["fraction"])) if len(fracs) > 1 else None
+    _check_study_inputs(summary, pair_meta, primary, rms)
+    full = _full_data_pairs(pair_meta)
 
     eval_sets = [ps for ps in dict.fromkeys(summary.prompt_set) if ps != dev] if len(summary) else []
     rows = []
@@ -162,59 +228,21 @@ def build_study(
                 "full_data_pair": ref_pair or "",
                 "full_data_fraction": float(pair_meta[ref_pair]["fraction"]) if ref_pair else math.nan,
             }
-            for rm in rms:
-                a = _ci_of(aligned_row, rm)
-                e = _ci_of(expo_row, rm)
-                f = _ci_of(ref_row, rm)
-                row.update(
-                    {
-                        f"{rm}_aligned": a[0],
-                        f"{rm}_aligned_ci_low": a[1],
-                        f"{rm}_aligned_ci_high": a[2],
-                        f"{rm}_expo": e[0],
-                        f"{rm}_expo_ci_low": e[1],
-                        f"{rm}_expo_ci_high": e[2],
-                        f"{rm}_full_aligned": f[0],
-                        f"{rm}_full_aligned_ci_low": f[1],
-                        f"{rm}_full_aligned_ci_high": f[2],
-                    }
+            keys = None
+            if scores is not None and not math.isnan(best_alpha):
+                keys = (
+                    (ps, pair, m["aligned"], best_alpha),
+                    (ps, pair, m["aligned"], 0.0),
+                    (ps, ref_pair, ref_aligned, 0.0),
                 )
-                gain = (e[0] - a[0], math.nan, math.nan)
-                expo_vs_full = (e[0] - f[0], math.nan, math.nan)
-                if scores is not None and not math.isnan(best_alpha):
-                    k_e = _score_key(ps, rm, pair, m["aligned"], best_alpha)
-                    k_a = _score_key(ps, rm, pair, m["aligned"], 0.0)
-                    k_f = _score_key(ps, rm, ref_pair, ref_aligned, 0.0)
-                    if k_e in scores and k_a in scores:
-                        gain = paired_diff_ci(scores[k_e], scores[k_a], n_boot=n_boot, seed=seed)
-                    if ref_pair and k_e in scores and k_f in scores:
-                        expo_vs_full = paired_diff_ci(scores[k_e], scores[k_f], n_boot=n_boot, seed=seed)
+            for rm in rms:
                 row.update(
-                    {
-                        f"{rm}_gain": gain[0],
-                        f"{rm}_gain_ci_low": gain[1],
-                        f"{rm}_gain_ci_high": gain[2],
-                        f"{rm}_expo_minus_full": expo_vs_full[0],
-                        f"{rm}_expo_minus_full_ci_low": expo_vs_full[1],
-                        f"{rm}_expo_minus_full_ci_high": expo_vs_full[2],
-                    }
+                    _rm_columns(rm, (aligned_row, expo_row, ref_row), scores, keys, bool(ref_pair), n_boot, seed)
                 )
             rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(
-            columns=[
-                "method",
-                "fraction",
-                "pair",
-                "aligned_model",
-                "prompt_set",
-                "best_alpha",
-                f"dev_{primary}_at_best_alpha",
-                "full_data_pair",
-                "full_data_fraction",
-            ]
-        )
+        return pd.DataFrame(columns=_base_columns(primary))
     return df.sort_values(["prompt_set", "method", "fraction"], kind="stable").reset_index(drop=True)
 
 
