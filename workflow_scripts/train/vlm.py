@@ -124,6 +124,54 @@ def _setup(base: PathLike, lora: dict | None, freeze, device: str, threads: int 
     return base, device, model, processor, frozen, peft_config, lora_args, getattr(torch, base_dtype, torch.float32)
 
 
+def _vlm_rows(data: DataSpec, source: str, method: str, fraction: float, beta: float, lora, ddpo, subset_seed: int):
+    """The training rows, their manifest info, and the answer keys each row renders."""
+    if method == "sft":
+        rows = load_rows(data)
+        validate_columns(rows, ("prompt", "completion"), source)
+        info = {"data": source, "data_sha256": _sha256_rows(rows), "n_examples": len(rows)}
+        keys: tuple[str, ...] = ("completion",)
+    else:
+        validate_preference_config(method, fraction, beta=beta, gamma_beta_ratio=0.0, lora=lora, ddpo=ddpo)
+        if method == "simpo":
+            raise ValueError("method 'simpo' is not supported for modality image; use dpo or ddpo")
+        rows, info = prepare_preference_rows(data, fraction, subset_seed)
+        keys = ("chosen", "rejected")
+    return rows, info, keys
+
+
+def _vlm_trainer(
+    method: str, model, ds, processor, common: dict, max_length: int, beta: float, ddpo, peft_config, timer
+):
+    """TRL's SFTTrainer (completion-only loss) or the preference trainer, and the method's hyperparameters."""
+    if method == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        cfg = SFTConfig(**common, max_length=max_length, completion_only_loss=True)
+        trainer = SFTTrainer(
+            model=model,
+            args=cfg,
+            train_dataset=ds,
+            processing_class=processor,
+            peft_config=peft_config,
+            callbacks=[timer],
+        )
+        return trainer, {}
+    return make_preference_trainer(
+        method,
+        model,
+        ds,
+        processor,
+        common,
+        beta=beta,
+        max_length=max_length,
+        ddpo=ddpo,
+        peft_config=peft_config,
+        precompute_ref_log_probs=False,
+        callbacks=[timer],
+    )
+
+
 def train_vlm(
     base: PathLike,
     data: DataSpec,
@@ -148,23 +196,17 @@ def train_vlm(
 ) -> dict:
     """SFT (``method="sft"``, rows ``prompt``/``completion``) or DPO / DDPO (rows ``prompt``/
     ``chosen``/``rejected``) of the VLM in ``base``; every row has an ``image`` (relative to
-    ``image_dir``, default the data file's folder) or a shapes-world ``scene``."""
+    ``image_dir``, default the data file's folder) or a shapes-world ``scene``.
+
+    It stays one function on purpose: with rows, setup and trainer in helpers, what is left is the
+    flat sequence load → fit → manifest, and the manifest reads best beside the arguments it records.
+    """
     from datasets import Dataset
 
     t_start = time.perf_counter()
     _check_common(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, grad_accum=grad_accum)
     source = _describe(data)
-    if method == "sft":
-        rows = load_rows(data)
-        validate_columns(rows, ("prompt", "completion"), source)
-        info = {"data": source, "data_sha256": _sha256_rows(rows), "n_examples": len(rows)}
-        keys: tuple[str, ...] = ("completion",)
-    else:
-        validate_preference_config(method, fraction, beta=beta, gamma_beta_ratio=0.0, lora=lora, ddpo=ddpo)
-        if method == "simpo":
-            raise ValueError("method 'simpo' is not supported for modality image; use dpo or ddpo")
-        rows, info = prepare_preference_rows(data, fraction, subset_seed)
-        keys = ("chosen", "rejected")
+    rows, info, keys = _vlm_rows(data, source, method, fraction, beta, lora, ddpo, subset_seed)
     if not rows:
         raise ValueError(f"{source}: no training rows")
     base, device, model, processor, frozen, peft_config, lora_args, save_dtype = _setup(
@@ -178,33 +220,9 @@ def train_vlm(
     with tempfile.TemporaryDirectory(prefix=f"vlm-{method}-") as scratch, _quiet_library_warnings():
         common["output_dir"] = scratch
         timer = _timing_callback()
-        if method == "sft":
-            from trl import SFTConfig, SFTTrainer
-
-            cfg = SFTConfig(**common, max_length=max_length, completion_only_loss=True)
-            trainer = SFTTrainer(
-                model=model,
-                args=cfg,
-                train_dataset=ds,
-                processing_class=processor,
-                peft_config=peft_config,
-                callbacks=[timer],
-            )
-            method_hp: dict = {}
-        else:
-            trainer, method_hp = make_preference_trainer(
-                method,
-                model,
-                ds,
-                processor,
-                common,
-                beta=beta,
-                max_length=max_length,
-                ddpo=ddpo,
-                peft_config=peft_config,
-                precompute_ref_log_probs=False,
-                callbacks=[timer],
-            )
+        trainer, method_hp = _vlm_trainer(
+            method, model, ds, processor, common, max_length, beta, ddpo, peft_config, timer
+        )
         t0, t1 = _fit(trainer)
     history = step_history(trainer.state.log_history)
     manifest = {
