@@ -145,21 +145,11 @@ def _cached_snapshot(repo: str, revision: str, token: str | None, allow_pickle: 
         return None, "it is not in the local Hugging Face cache"
 
 
-def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
-    import huggingface_hub
+def _resolve_online(repo: str, revision: str, token) -> tuple[str | None, dict[str, int | None] | None, str | None]:
+    """The commit and file listing of ``revision``, or why the hub cannot be reached (then both None).
 
-    repo, revision, allow_pickle = spec["repo"], spec["revision"], spec["allow_pickle"]
-    token, token_desc = read_token(token_env)
-    if not _COMMIT_RE.match(revision):
-        log.warning(
-            "%s: revision %r is not a commit sha; pin a sha for reproducible runs "
-            "(the resolved commit is recorded in %s)",
-            repo,
-            revision,
-            SOURCE_FILE,
-        )
-    log.info("hub source %s@%s (token: %s, allow_pickle: %s)", repo, revision, token_desc, allow_pickle)
-
+    Hub errors other than a lost connection become one :class:`CheckpointError` line.
+    """
     commit: str | None = None
     listing: dict[str, int | None] | None = None
     offline_reason = "HF_HUB_OFFLINE is set" if hub_offline() else None
@@ -175,6 +165,64 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
             if not isinstance(exc, _connection_errors()):
                 raise err from None
             offline_reason = _scrub(f"{type(exc).__name__}: {exc}", token).splitlines()[0]
+    return commit, listing, offline_reason
+
+
+def _download(repo: str, revision: str, commit: str | None, staging: Path, token, get_pickle: bool) -> Path:
+    """Download the wanted files of ``commit`` into ``staging`` (resumable); hub errors as one line."""
+    import huggingface_hub
+
+    staging.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s@%s into %s (resumable)", repo, commit, staging)
+    try:
+        return Path(
+            huggingface_hub.snapshot_download(
+                repo,
+                revision=commit,
+                local_dir=staging,
+                token=token,
+                allow_patterns=allow_patterns(get_pickle),
+                ignore_patterns=list(SUBFOLDER_PATTERNS),
+            )
+        )
+    except Exception as exc:
+        err = _translate_hub_error(exc, repo, revision, token)
+        if err is None:
+            raise
+        raise err from None
+
+
+def _checked_names(src: Path, listing: dict[str, int | None] | None, get_pickle: bool, where: str) -> list[str]:
+    """The wanted files of ``src``; with the hub's listing, each must be there with its listed size."""
+    names = [p.name for p in src.iterdir() if p.is_file() and _wanted(p.name, get_pickle)]
+    if listing is not None:
+        expected = {n: s for n, s in listing.items() if _wanted(n, get_pickle)}
+        for name, size in sorted(expected.items()):
+            p = src / name
+            if not p.is_file():
+                raise CheckpointError(f"{where}: download incomplete, {name} is missing")
+            if size is not None and p.stat().st_size != size:
+                raise CheckpointError(
+                    f"{where}: download incomplete, {name} has {p.stat().st_size} bytes, expected {size}"
+                )
+        names = sorted(expected)
+    return names
+
+
+def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
+    repo, revision, allow_pickle = spec["repo"], spec["revision"], spec["allow_pickle"]
+    token, token_desc = read_token(token_env)
+    if not _COMMIT_RE.match(revision):
+        log.warning(
+            "%s: revision %r is not a commit sha; pin a sha for reproducible runs "
+            "(the resolved commit is recorded in %s)",
+            repo,
+            revision,
+            SOURCE_FILE,
+        )
+    log.info("hub source %s@%s (token: %s, allow_pickle: %s)", repo, revision, token_desc, allow_pickle)
+
+    commit, listing, offline_reason = _resolve_online(repo, revision, token)
     get_pickle = allow_pickle  # offline we cannot know yet; unused pickles are dropped below
     if listing is not None:
         fmt = weights_format(listing, allow_pickle=allow_pickle, where=f"{repo}@{revision}")
@@ -193,37 +241,9 @@ def _materialize_hub(spec: dict, out: Path, token_env: str) -> dict:
         src, from_cache = cached, True
         commit = cached.name if _COMMIT_RE.match(cached.name) else None
     else:
-        staging.mkdir(parents=True, exist_ok=True)
-        log.info("downloading %s@%s into %s (resumable)", repo, commit, staging)
-        try:
-            src = Path(
-                huggingface_hub.snapshot_download(
-                    repo,
-                    revision=commit,
-                    local_dir=staging,
-                    token=token,
-                    allow_patterns=allow_patterns(get_pickle),
-                    ignore_patterns=list(SUBFOLDER_PATTERNS),
-                )
-            )
-        except Exception as exc:
-            err = _translate_hub_error(exc, repo, revision, token)
-            if err is None:
-                raise
-            raise err from None
+        src = _download(repo, revision, commit, staging, token, get_pickle)
 
-    names = [p.name for p in src.iterdir() if p.is_file() and _wanted(p.name, get_pickle)]
-    if listing is not None:
-        expected = {n: s for n, s in listing.items() if _wanted(n, get_pickle)}
-        for name, size in sorted(expected.items()):
-            p = src / name
-            if not p.is_file():
-                raise CheckpointError(f"{repo}@{commit}: download incomplete, {name} is missing")
-            if size is not None and p.stat().st_size != size:
-                raise CheckpointError(
-                    f"{repo}@{commit}: download incomplete, {name} has {p.stat().st_size} bytes, expected {size}"
-                )
-        names = sorted(expected)
+    names = _checked_names(src, listing, get_pickle, f"{repo}@{commit}")
     fmt = validate_folder(src, allow_pickle=allow_pickle, where=f"{repo}@{revision}")
     names = _drop_unused_pickles(names, fmt)
 
