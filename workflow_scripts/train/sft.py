@@ -27,6 +27,22 @@ from .data import PathLike, _describe, _length_stats, load_rows, render_pair, va
 log = logging.getLogger(__name__)
 
 
+def _render_sft_rows(tok, rows: list[dict], max_length: int):
+    """The rendered (prompt, completion) dataset and its length statistics (over-long ones are logged)."""
+    from datasets import Dataset
+
+    rendered = [render_pair(tok, r["prompt"], r["completion"]) for r in rows]
+    stats = _length_stats(tok, (p + c for p, c in rendered), max_length)
+    if stats["n_over_max_length"]:
+        log.warning(
+            "%d of %d SFT examples exceed max_length=%d and lose their EOS to truncation",
+            stats["n_over_max_length"],
+            len(rows),
+            max_length,
+        )
+    return Dataset.from_list([{"prompt": p, "completion": c} for p, c in rendered]), stats
+
+
 def train_sft(
     model_init: dict | PathLike,
     tokenizer_dir: PathLike,
@@ -47,8 +63,10 @@ def train_sft(
     ``model_init`` is a checkpoint folder (fine-tune) or a dict of LlamaConfig kwargs (from scratch,
     vocab and special ids from the tokenizer). The completion is the chat-template assistant turn
     ending with EOS (see :func:`render_pair`), so the model learns to stop.
+
+    It stays one function on purpose: with rendering in a helper, what is left is the flat
+    sequence load → fit → manifest, and the manifest reads best beside the arguments it records.
     """
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     t_start = time.perf_counter()
@@ -61,16 +79,7 @@ def train_sft(
     set_threads(threads)
     device = pick_device(device)
     tok = _load_tokenizer(tokenizer_dir)
-    rendered = [render_pair(tok, r["prompt"], r["completion"]) for r in rows]
-    stats = _length_stats(tok, (p + c for p, c in rendered), max_length)
-    if stats["n_over_max_length"]:
-        log.warning(
-            "%d of %d SFT examples exceed max_length=%d and lose their EOS to truncation",
-            stats["n_over_max_length"],
-            len(rows),
-            max_length,
-        )
-    ds = Dataset.from_list([{"prompt": p, "completion": c} for p, c in rendered])
+    ds, stats = _render_sft_rows(tok, rows, max_length)
     model = _init_model(model_init, tok, seed=seed)
 
     with tempfile.TemporaryDirectory(prefix="sft-scratch-") as scratch:
