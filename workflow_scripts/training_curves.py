@@ -93,6 +93,39 @@ def _run_name(path: Path) -> str:
     return path.parent.name or path.stem
 
 
+def _logged_panels(runs) -> list[tuple[str, str]]:
+    """The (column, label) of each panel some run logged: the first of its candidate columns with values."""
+    panels = []
+    for cols, label in PANELS:
+        col = next((c for c in cols if any(c in df.columns and df[c].notna().any() for _, df, _ in runs)), None)
+        if col is not None:
+            panels.append((col, label))
+    return panels
+
+
+def _draw_run(axes, panels, i: int, path: Path, df, summary: dict, *, smooth: int | None, single: bool) -> None:
+    """One run's curves on the panels: raw per step (one run only) and its moving average; LR raw."""
+    window = smooth or max(1, len(df) // 20)
+    name = _run_name(path) + (" (DIVERGING)" if summary["diverging"] else "")
+    color = f"C{i % 10}"
+    for ax, (col, _label) in zip(axes, panels):
+        if col not in df.columns:
+            continue
+        s = df[["step", col]].dropna()
+        if col == "learning_rate":
+            ax.plot(s["step"], s[col], color=color, lw=1.0)
+            continue
+        if single:
+            ax.plot(s["step"], s[col], color="0.75", lw=0.8, label="per step")
+        ax.plot(
+            s["step"],
+            _smooth(s[col].tolist(), window),
+            color=color,
+            lw=1.4,
+            label=f"mean of {window}" if single else name,
+        )
+
+
 def plot_curves(
     history_csv: str | Path | Sequence[str | Path],
     out_png: str | Path,
@@ -117,33 +150,11 @@ def plot_curves(
     if not paths:
         raise ValueError("plot_curves needs at least one training history")
     runs = [(p, read_history(p), summarize_curves(p)) for p in paths]
-    panels = []
-    for cols, label in PANELS:
-        col = next((c for c in cols if any(c in df.columns and df[c].notna().any() for _, df, _ in runs)), None)
-        if col is not None:
-            panels.append((col, label))
+    panels = _logged_panels(runs)
     single = len(runs) == 1
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0 if single else 3.6), squeeze=False)
     for i, (path, df, summary) in enumerate(runs):
-        window = smooth or max(1, len(df) // 20)
-        name = _run_name(path) + (" (DIVERGING)" if summary["diverging"] else "")
-        color = f"C{i % 10}"
-        for ax, (col, _label) in zip(axes[0], panels):
-            if col not in df.columns:
-                continue
-            s = df[["step", col]].dropna()
-            if col == "learning_rate":
-                ax.plot(s["step"], s[col], color=color, lw=1.0)
-                continue
-            if single:
-                ax.plot(s["step"], s[col], color="0.75", lw=0.8, label="per step")
-            ax.plot(
-                s["step"],
-                _smooth(s[col].tolist(), window),
-                color=color,
-                lw=1.4,
-                label=f"mean of {window}" if single else name,
-            )
+        _draw_run(axes[0], panels, i, path, df, summary, smooth=smooth, single=single)
     for ax, (col, label) in zip(axes[0], panels):
         ax.set_title(label if col == label else f"{label}\n[{col}]", fontsize=9)
         ax.set_xlabel("step")
