@@ -311,6 +311,72 @@ def load_prompt_set(spec: dict, *, limit: int | None = None) -> list[dict]:
     return records
 
 
+def _mt_bench_references(spec: Mapping[str, Any]) -> list[dict]:
+    """MT-Bench reference answers of ``spec["model"]``, for the questions that have one, by question id."""
+    model = spec.get("model", "gpt-4")
+    d = mt_bench_dir(spec.get("path"))
+    ref_path = d / "reference_answer" / f"{model}.jsonl"
+    if not ref_path.is_file():
+        raise ValueError(
+            f"no MT-Bench reference answers for model {model!r} ({ref_path}); known: {MTBENCH_REFERENCE_MODELS}"
+        )
+    questions = {p["question_id"]: p for p in _load_mt_bench(spec)}
+    out = []
+    for a in read_jsonl(ref_path):
+        q = questions.get(a["question_id"])
+        if q is None:
+            continue
+        out.append(
+            {
+                "id": q["id"],
+                "instruction": q["instruction"],
+                "output": a["choices"][0]["turns"][0],
+                "generator": model,
+                "dataset": "mt_bench",
+                "category": q["category"],
+                "question_id": q["question_id"],
+            }
+        )
+    out.sort(key=lambda r: r["question_id"])
+    return out
+
+
+def _alpaca_eval_references(spec: Mapping[str, Any]) -> list[dict]:
+    """AlpacaEval reference answers, matched to the prompt set by instruction text."""
+    prompts = _load_alpaca_eval({k: v for k, v in spec.items() if k != "reference_file"})
+    by_instruction = {p["instruction"]: p for p in prompts}
+    rows = _alpaca_eval_rows(spec, spec.get("reference_file", ALPACA_EVAL_GPT4_BASELINE_FILE))
+    out = []
+    for i, r in enumerate(rows):
+        p = by_instruction.get(r["instruction"])
+        if p is None:
+            raise ValueError(f"reference entry #{i} has an instruction that is not in the AlpacaEval prompt set")
+        out.append(
+            {
+                "id": p["id"],
+                "instruction": r["instruction"],
+                "output": r.get("output", ""),
+                "generator": r.get("generator", "reference"),
+                "dataset": p["dataset"],
+            }
+        )
+    return out
+
+
+def _file_references(spec: Mapping[str, Any]) -> list[dict]:
+    """Reference answers of a local file, with the ids of the same file as a prompt set."""
+    base = _load_file({k: v for k, v in spec.items() if k != "generator"})
+    rows = _load_records_file(Path(spec["path"]))
+    out = []
+    for rec, row in zip(base, rows):
+        if not isinstance(row.get("output"), str):
+            raise ValueError(f"{spec['path']}: entry id={rec['id']!r} has no string 'output'")
+        rec = dict(rec)
+        rec["generator"] = row.get("generator") or spec.get("generator", "reference")
+        out.append(rec)
+    return out
+
+
 def load_reference_outputs(spec: dict, *, limit: int | None = None) -> list[dict]:
     """Reference answers as alpaca_eval records (``id, instruction, output, generator, dataset``).
 
@@ -327,60 +393,8 @@ def load_reference_outputs(spec: dict, *, limit: int | None = None) -> list[dict
         raise ValueError(f"reference outputs exist for sources {sorted(_REF_KEYS)}, got {spec!r}")
     source = spec["source"]
     _check_keys(spec, _REF_KEYS[source], f"reference outputs of {source!r}")
-    if source == "mt_bench":
-        model = spec.get("model", "gpt-4")
-        d = mt_bench_dir(spec.get("path"))
-        ref_path = d / "reference_answer" / f"{model}.jsonl"
-        if not ref_path.is_file():
-            raise ValueError(
-                f"no MT-Bench reference answers for model {model!r} ({ref_path}); known: {MTBENCH_REFERENCE_MODELS}"
-            )
-        questions = {p["question_id"]: p for p in _load_mt_bench(spec)}
-        out = []
-        for a in read_jsonl(ref_path):
-            q = questions.get(a["question_id"])
-            if q is None:
-                continue
-            out.append(
-                {
-                    "id": q["id"],
-                    "instruction": q["instruction"],
-                    "output": a["choices"][0]["turns"][0],
-                    "generator": model,
-                    "dataset": "mt_bench",
-                    "category": q["category"],
-                    "question_id": q["question_id"],
-                }
-            )
-        out.sort(key=lambda r: r["question_id"])
-    elif source == "alpaca_eval":
-        prompts = _load_alpaca_eval({k: v for k, v in spec.items() if k != "reference_file"})
-        by_instruction = {p["instruction"]: p for p in prompts}
-        rows = _alpaca_eval_rows(spec, spec.get("reference_file", ALPACA_EVAL_GPT4_BASELINE_FILE))
-        out = []
-        for i, r in enumerate(rows):
-            p = by_instruction.get(r["instruction"])
-            if p is None:
-                raise ValueError(f"reference entry #{i} has an instruction that is not in the AlpacaEval prompt set")
-            out.append(
-                {
-                    "id": p["id"],
-                    "instruction": r["instruction"],
-                    "output": r.get("output", ""),
-                    "generator": r.get("generator", "reference"),
-                    "dataset": p["dataset"],
-                }
-            )
-    else:
-        base = _load_file({k: v for k, v in spec.items() if k != "generator"})
-        rows = _load_records_file(Path(spec["path"]))
-        out = []
-        for rec, row in zip(base, rows):
-            if not isinstance(row.get("output"), str):
-                raise ValueError(f"{spec['path']}: entry id={rec['id']!r} has no string 'output'")
-            rec = dict(rec)
-            rec["generator"] = row.get("generator") or spec.get("generator", "reference")
-            out.append(rec)
+    loaders = {"mt_bench": _mt_bench_references, "alpaca_eval": _alpaca_eval_references}
+    out = loaders.get(source, _file_references)(spec)
     out = unique_instructions(out, f"reference outputs {source}")  # the same prompts as load_prompt_set
     out = _apply_limit(out, limit if limit is not None else spec.get("limit"))
     log.info("reference outputs %s: %d answers", source, len(out))
