@@ -14,6 +14,25 @@ from .flags import answer_flags
 from .statistics import _with_ci
 
 
+def _truncated(records: Sequence[Mapping[str, Any]], max_new_tokens: int | None) -> list[bool] | None:
+    """Whether each answer was cut at ``max_new_tokens`` (see :func:`diagnostics`); None when unknown."""
+    truncated = []
+    for i, rec in enumerate(records):
+        reason = rec.get("finish_reason")
+        if reason is not None:
+            if reason not in ("stop", "length"):
+                raise ValueError(
+                    f"diagnostics: record {i} (id={rec.get('id')!r}) has finish_reason={reason!r}; "
+                    "expected 'stop' or 'length'"
+                )
+            truncated.append(reason == "length")
+        elif max_new_tokens is not None and rec.get("n_tokens") is not None:
+            truncated.append(rec["n_tokens"] >= max_new_tokens)
+        else:
+            return None
+    return truncated
+
+
 def diagnostics(
     records: Sequence[Mapping[str, Any]],
     *,
@@ -54,21 +73,7 @@ def diagnostics(
     _with_ci(out, "mean_words", words, **boot)
     _with_ci(out, "median_words", words, stat=np.median, **boot)
 
-    truncated = []
-    for i, rec in enumerate(records):
-        reason = rec.get("finish_reason")
-        if reason is not None:
-            if reason not in ("stop", "length"):
-                raise ValueError(
-                    f"diagnostics: record {i} (id={rec.get('id')!r}) has finish_reason={reason!r}; "
-                    "expected 'stop' or 'length'"
-                )
-            truncated.append(reason == "length")
-        elif max_new_tokens is not None and rec.get("n_tokens") is not None:
-            truncated.append(rec["n_tokens"] >= max_new_tokens)
-        else:
-            truncated = None
-            break
+    truncated = _truncated(records, max_new_tokens)
     if truncated is None:
         out["truncation_rate"] = out["truncation_rate_ci_low"] = out["truncation_rate_ci_high"] = float("nan")
     else:
