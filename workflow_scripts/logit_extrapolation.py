@@ -140,6 +140,9 @@ def generate_logit_extrapolated(
     Same contract as :func:`workflow_scripts.generate.generate` (records in the prompts' order,
     batching by length, answers independent of batching: per-prompt seeds); Hugging Face backend
     only (vLLM has no two-model decoding).
+
+    It stays one function on purpose: loading both models, the batch loop and the records are one
+    flat sequence that mirrors ``generate._generate_hf``, and reads best side by side with it.
     """
     import torch
     from tqdm.auto import tqdm
