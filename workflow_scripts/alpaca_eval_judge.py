@@ -140,6 +140,9 @@ def run_alpaca_eval(
 
     Returns the result dict: ``status`` is ``"ok"`` (with ``metrics``), ``"skipped"`` (no
     credentials / alpaca_eval missing) or ``"error"`` (the judge failed; raised when ``strict``).
+
+    It stays one function on purpose: the input checks, the judge call and the result record are
+    one flat sequence whose every exit writes the same result file.
     """
     model_outputs = Path(model_outputs)
     records = _validate_outputs(model_outputs, "model_outputs")
