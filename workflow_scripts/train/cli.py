@@ -44,6 +44,8 @@ def _data_arg(text: str) -> DataSpec:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``sft``/``preference``/``reward`` subcommands; long because the argparse configuration is
+    flat and reads best in one place."""
     ap = argparse.ArgumentParser(description=_DESCRIPTION)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
