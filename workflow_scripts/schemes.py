@@ -217,6 +217,8 @@ class Scheme:
 
     @classmethod
     def _from_groups(cls, spec: dict, specials: dict[str, float]) -> Scheme:
+        """A scheme from a ``groups`` spec; long because its checks are a flat sequence, each with its
+        own one-line error, that reads best in order."""
         allowed = {"groups", "embed", "norm", "lm_head", "default"}
         unknown = set(spec) - allowed
         if unknown:
