@@ -45,9 +45,20 @@ def tiny_config() -> dict:
     return cfg
 
 
+PROVENANCE = ".provenance.json"
+"""Generation sidecars name the run's own folder (an absolute path), so two runs' sidecars differ;
+what they vouch for — the generation file's hash — is compared instead."""
+
+
 def result_hashes(results: Path) -> dict[str, str]:
-    files = sorted({p for g in RESULT_GLOBS for p in results.glob(g) if p.is_file()})
-    return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    files = sorted(
+        {p for g in RESULT_GLOBS for p in results.glob(g) if p.is_file() and not p.name.endswith(PROVENANCE)}
+    )
+    hashes = {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    for p in results.glob(f"generations/**/*{PROVENANCE}"):
+        gens = p.with_name(p.name[: -len(PROVENANCE)])
+        assert json.loads(p.read_text())["generations_sha256"] == hashlib.sha256(gens.read_bytes()).hexdigest(), p
+    return hashes
 
 
 def leftovers(results: Path) -> list[str]:

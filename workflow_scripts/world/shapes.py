@@ -233,8 +233,9 @@ def grade_record(record: dict) -> dict[str, float]:
     """The gold reward of one answer: object F1 against the scene for a description (silence
     scores 0, a hallucinated object costs precision), 1/0 for a yes/no question."""
     from ..hallucination import mentioned_objects, parse_yes_no
+    from ..records import record_field
 
-    task = record.get("task") or {}
+    task = record_field(record, "task") or {}  # a JSON string in generation files
     if task.get("kind") == "describe":
         said, gold = mentioned_objects(record.get("output", ""), shapes_vocab()), set(task["objects"])
         hit = len(said & gold)
