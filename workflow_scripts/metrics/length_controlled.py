@@ -99,6 +99,8 @@ def lc_win_rate(
     bootstrap CI by refitting the GLM on resampled prompts (slow: one CV fit per replicate); with
     the default 0 the CI is None and alpaca_eval's ``lc_standard_error`` is reported instead.
     Returns ``{"lc_win_rate": None, "available": False, "reason": ...}`` when anything is missing.
+    Long because alpaca_eval's GLM inputs are all keyword arguments: the body after this docstring is
+    input checks, one GLM fit and the optional bootstrap.
     """
     named = {
         "rewards": rewards,
