@@ -7,18 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_generate import PROMPTS  # the same toy prompts as the generate stage's tests
 
 from workflow_scripts.generate import _load_tokenizer, generate, render_prompt_ids
 from workflow_scripts.logit_extrapolation import generate_logit_extrapolated
 from workflow_scripts.records import record_field
 
-PROMPTS = [
-    {"id": "p0", "instruction": "list three colors", "dataset": "toy", "task": {"kind": "list"}},
-    {"id": "p1", "instruction": "repeat the word cat two times please", "dataset": "toy"},
-    {"id": "p2", "instruction": "what is the opposite of hot", "dataset": "toy"},
-    {"id": "p3", "instruction": "reverse these words one two three four five", "dataset": "toy"},
-    {"id": "p4", "instruction": "answer", "dataset": "toy"},
-]
 GREEDY = {"preset": "greedy", "max_new_tokens": 8}
 
 

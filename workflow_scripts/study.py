@@ -49,6 +49,12 @@ def _nan3() -> tuple[float, float, float]:
     return (math.nan, math.nan, math.nan)
 
 
+def _with_ci(name: str, value_low_high: tuple[float, float, float]) -> dict[str, float]:
+    """``name``, ``name_ci_low`` and ``name_ci_high`` columns from a (value, low, high) triple."""
+    value, low, high = value_low_high
+    return {name: value, f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+
 def _ci_of(row: pd.Series | None, rm: str) -> tuple[float, float, float]:
     """(mean, low, high) of one reward model in one summary row; NaNs when absent."""
     if row is None or f"{rm}_mean" not in row.index or pd.isna(row[f"{rm}_mean"]):
@@ -147,17 +153,7 @@ def _rm_columns(rm, summary_rows, scores, keys, has_ref: bool, n_boot: int, seed
     a = _ci_of(aligned_row, rm)
     e = _ci_of(expo_row, rm)
     f = _ci_of(ref_row, rm)
-    cols = {
-        f"{rm}_aligned": a[0],
-        f"{rm}_aligned_ci_low": a[1],
-        f"{rm}_aligned_ci_high": a[2],
-        f"{rm}_expo": e[0],
-        f"{rm}_expo_ci_low": e[1],
-        f"{rm}_expo_ci_high": e[2],
-        f"{rm}_full_aligned": f[0],
-        f"{rm}_full_aligned_ci_low": f[1],
-        f"{rm}_full_aligned_ci_high": f[2],
-    }
+    cols = {**_with_ci(f"{rm}_aligned", a), **_with_ci(f"{rm}_expo", e), **_with_ci(f"{rm}_full_aligned", f)}
     gain = (e[0] - a[0], math.nan, math.nan)
     expo_vs_full = (e[0] - f[0], math.nan, math.nan)
     if keys is not None:
@@ -166,16 +162,7 @@ def _rm_columns(rm, summary_rows, scores, keys, has_ref: bool, n_boot: int, seed
             gain = paired_diff_ci(scores[k_e], scores[k_a], n_boot=n_boot, seed=seed)
         if has_ref and k_e in scores and k_f in scores:
             expo_vs_full = paired_diff_ci(scores[k_e], scores[k_f], n_boot=n_boot, seed=seed)
-    cols.update(
-        {
-            f"{rm}_gain": gain[0],
-            f"{rm}_gain_ci_low": gain[1],
-            f"{rm}_gain_ci_high": gain[2],
-            f"{rm}_expo_minus_full": expo_vs_full[0],
-            f"{rm}_expo_minus_full_ci_low": expo_vs_full[1],
-            f"{rm}_expo_minus_full_ci_high": expo_vs_full[2],
-        }
-    )
+    cols.update({**_with_ci(f"{rm}_gain", gain), **_with_ci(f"{rm}_expo_minus_full", expo_vs_full)})
     return cols
 
 
