@@ -31,24 +31,46 @@ def _clip(out, *, full: bool):
     return out
 
 
+def _sentencepiece_tokenizer(out):
+    """A tokenizer shipped as a sentencepiece ``tokenizer.model`` only, with an unk and no pad token
+    (what open_llama ships)."""
+    import io
+
+    import sentencepiece as spm
+
+    from conftest import _tiny_texts
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_tiny_texts()), model_writer=buf, vocab_size=60, model_type="bpe",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+    )
+    out.mkdir()
+    (out / "tokenizer.model").write_bytes(buf.getvalue())
+    cfg = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return out
+
+
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, tiny_tokenizer_dir):
     d = tmp_path_factory.mktemp("compose")
     return {
         "clip": _clip(d / "clip", full=True),
         "clip_vision": _clip(d / "clip_vision", full=False),
-        "lm": make_tiny_llama(d / "lm", tiny_tokenizer_dir, layers=2),
+        "lm": make_tiny_llama(d / "lm", _sentencepiece_tokenizer(d / "sp"), layers=2),
+        "lm_bpe": make_tiny_llama(d / "lm_bpe", tiny_tokenizer_dir, layers=2),
         "root": d,
     }
 
 
-def _spec(parts, vision="clip", **kw):
+def _spec(parts, vision="clip", language="lm", **kw):
     return {
         "source": "compose",
         "vision": vision,
-        "language": "lm",
+        "language": language,
         "vision_dir": str(parts[vision]),
-        "language_dir": str(parts["lm"]),
+        "language_dir": str(parts[language]),
         **kw,
     }
 
@@ -86,6 +108,8 @@ def test_tower_and_lm_tensors_are_the_sources_bit_for_bit(parts, composed):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["projector_hidden_act"] == "linear" and cfg["vision_feature_layer"] == -2
     assert cfg["text_config"]["vocab_size"] == base_head.shape[0] + 1
+    tok = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok["pad_token"] == "<unk>"  # the LM had none: LLaVA pads with unk
 
 
 def test_projector_is_seeded_and_one_linear_layer(parts, composed):
@@ -139,13 +163,14 @@ def test_clip_vision_model_source_gelu_two_layer_projector(parts):
     from transformers import CLIPVisionModel, LlavaForConditionalGeneration
 
     out = parts["root"] / "llava_gelu"
-    rec = materialize(_spec(parts, vision="clip_vision", vision_feature_select_strategy="full"), out)
+    spec = _spec(parts, vision="clip_vision", language="lm_bpe", vision_feature_select_strategy="full")
+    rec = materialize(spec, out)
     llava = LlavaForConditionalGeneration.from_pretrained(out)
     src = CLIPVisionModel.from_pretrained(parts["clip_vision"]).state_dict()
     assert all(torch.equal(llava.model.vision_tower.state_dict()[k], v) for k, v in src.items())
     assert llava.config.projector_hidden_act == "gelu" and rec["image_tokens"] == 17  # CLS kept
     assert not torch.equal(llava.model.multi_modal_projector.linear_2.weight, torch.eye(32))
-    assert materialize(_spec(parts, vision="clip_vision", vision_feature_select_strategy="full"), out) == rec
+    assert materialize(spec, out) == rec  # finished for this spec: not rebuilt
 
 
 def test_bad_specs_fail_with_one_line(parts, tmp_path):

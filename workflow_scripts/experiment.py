@@ -105,19 +105,27 @@ class Experiment(EvaluationPlanning, MultimodalPlanning):
         return self.model_spec(key).get("adapter_of")
 
     def checkpoint_spec(self, key: str) -> Mapping[str, Any]:
-        """The checkpoint stage's spec: the model entry, plus the base folder for an adapter (the
-        entry unchanged for every other model, so finished checkpoint jobs keep their params)."""
+        """The checkpoint stage's spec: the model entry, plus the base folder for an adapter or the
+        two part folders of a composed model (the entry unchanged for every other model, so
+        finished checkpoint jobs keep their params)."""
         base = self.adapter_base(key)
         spec = self.model_spec(key)
+        if spec["source"] == "compose":
+            return {**spec, **{f"{k}_dir": v for k, v in self.checkpoint_inputs(key).items()}}
         return spec if base is None else {**spec, "base_dir": self.model_dir(base)}
 
     def checkpoint_inputs(self, key: str) -> dict[str, str]:
-        """An adapter's checkpoint job needs its base model's folder; other sources need nothing."""
+        """An adapter's checkpoint job needs its base model's folder, a composed model its vision
+        and language models' folders; other sources need nothing."""
+        spec = self.model_spec(key)
+        if spec["source"] == "compose":
+            return {"vision": self.model_dir(spec["vision"]), "language": self.model_dir(spec["language"])}
         base = self.adapter_base(key)
         return {} if base is None else {"base": self.model_dir(base)}
 
     def downloaded_models(self) -> list[str]:
-        return [k for k, s in self.models.items() if s["source"] in ("hub", "gguf", "local")]
+        """Models the checkpoint stage makes (downloaded, linked, converted, merged or composed)."""
+        return [k for k, s in self.models.items() if s["source"] in ("hub", "gguf", "local", "compose")]
 
     def trained_models(self) -> list[str]:
         return [k for k, s in self.models.items() if s["source"] == "train"]
@@ -139,6 +147,10 @@ class Experiment(EvaluationPlanning, MultimodalPlanning):
             return self.model_num_layers(base, _seen | {key})
         if spec["source"] == "local":
             return _local_num_layers(spec)
+        if spec["source"] == "compose":  # the decoder is the language model's
+            if spec["language"] in _seen | {key}:
+                _fail(f"model {key!r}: compose parts form a cycle ({sorted(_seen | {key})})")
+            return self.model_num_layers(spec["language"], _seen | {key})
         if spec["source"] != "train":
             return None
         if "init" in spec:

@@ -27,7 +27,9 @@ class MultimodalPlanning:
     # ------------------------------------------------------------------ models
 
     def is_image(self, model: str) -> bool:
-        return self.model_spec(model).get("modality") == "image"  # type: ignore[attr-defined]
+        """An image-modality trained model, or a composed (LLaVA-style) one."""
+        spec = self.model_spec(model)  # type: ignore[attr-defined]
+        return spec.get("modality") == "image" or spec["source"] == "compose"
 
     def modality_hparams(self, model: str) -> tuple[str, ...]:
         return VLM_ONLY_HPARAMS if self.is_image(model) else ()
