@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_tiny_llama
+
 from workflow_scripts.checkpoints import CheckpointError, materialize
 from workflow_scripts.checkpoints.compose import LLAVA_CHAT_TEMPLATE, normalize_compose_spec
 
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=8)
+VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=8
+)
 
 
 def _clip(out, *, full: bool):
@@ -37,13 +39,19 @@ def _sentencepiece_tokenizer(out):
     import io
 
     import sentencepiece as spm
-
     from conftest import _tiny_texts
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_tiny_texts()), model_writer=buf, vocab_size=60, model_type="bpe",
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+        sentence_iterator=iter(_tiny_texts()),
+        model_writer=buf,
+        vocab_size=60,
+        model_type="bpe",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
     )
     out.mkdir()
     (out / "tokenizer.model").write_bytes(buf.getvalue())
@@ -140,7 +148,9 @@ def test_reload_gives_identical_logits_and_generate_runs_with_an_image(parts, co
     from workflow_scripts.vlm_generate import generate_vlm
 
     out, _ = composed
-    built, _, _ = compose_llava(normalize_compose_spec(_spec(parts, projector_hidden_act="linear", projector_layers=1, seed=3)))
+    built, _, _ = compose_llava(
+        normalize_compose_spec(_spec(parts, projector_hidden_act="linear", projector_layers=1, seed=3))
+    )
     loaded = LlavaForConditionalGeneration.from_pretrained(out).eval()
     proc = AutoProcessor.from_pretrained(out)
     img = Image.new("RGB", (40, 40), (200, 30, 30))
@@ -152,8 +162,12 @@ def test_reload_gives_identical_logits_and_generate_runs_with_an_image(parts, co
         assert torch.equal(built(**enc).logits, loaded(**enc).logits)
     img.save(tmp_path / "red.png")
     recs = generate_vlm(
-        out, [{"id": "p0", "instruction": "what is this?", "image": "red.png"}], {"preset": "greedy", "max_new_tokens": 4},
-        generator="composed", device="cpu", image_dir=tmp_path,
+        out,
+        [{"id": "p0", "instruction": "what is this?", "image": "red.png"}],
+        {"preset": "greedy", "max_new_tokens": 4},
+        generator="composed",
+        device="cpu",
+        image_dir=tmp_path,
     )
     assert recs[0]["id"] == "p0" and recs[0]["n_tokens"] >= 1
 
@@ -184,3 +198,41 @@ def test_bad_specs_fail_with_one_line(parts, tmp_path):
         materialize({**_spec(parts), "language_dir": str(parts["clip"])}, tmp_path / "x")
     assert not (tmp_path / "x").exists()
     assert "ASSISTANT:" in LLAVA_CHAT_TEMPLATE
+
+
+def test_projector_first_sft_then_instruction_sft(parts, composed, tmp_path):
+    """LLaVA's stage 1 (only the projector trains; one linear layer stays one) then stage 2 from it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from workflow_scripts.common import write_jsonl
+    from workflow_scripts.train.vlm import train_vlm
+    from workflow_scripts.world import shapes as S
+
+    out, _ = composed
+    write_jsonl(tmp_path / "sft.jsonl", S.build_shapes_world(seed=0, n_sft=8, n_pref=2, n_eval=1, n_dev=1)["sft"])
+    fast = dict(method="sft", lr=1e-2, epochs=1, batch_size=8, max_length=128, threads=1, device="cpu")
+    stage1 = [
+        "vision_tower",
+        "language_model",
+        "lm_head",
+        "multi_modal_projector.linear_2",
+    ]
+    man = train_vlm(
+        out, tmp_path / "sft.jsonl", tmp_path / "s1", freeze=stage1, weight_decay=0.01, warmup_ratio=0.03, **fast
+    )
+    before, after = load_file(out / "model.safetensors"), load_file(tmp_path / "s1" / "model.safetensors")
+    changed = sorted(n for n in before if not torch.equal(before[n], after[n]))
+    assert changed and all("multi_modal_projector.linear_1" in n for n in changed)
+    assert man["hyperparameters"]["weight_decay"] == 0.01 and man["hyperparameters"]["warmup_ratio"] == 0.03
+    train_vlm(
+        tmp_path / "s1",
+        tmp_path / "sft.jsonl",
+        tmp_path / "s2",
+        freeze=["vision_tower", "multi_modal_projector.linear_2"],
+        **fast,
+    )
+    s2 = load_file(tmp_path / "s2" / "model.safetensors")
+    moved = {n for n in after if not torch.equal(after[n], s2[n])}
+    assert any("language_model" in n for n in moved) and any("linear_1" in n for n in moved)
+    assert not any("vision_tower" in n or "linear_2" in n for n in moved)

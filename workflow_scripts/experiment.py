@@ -42,7 +42,20 @@ PREFERENCE_HPARAMS = (
     "ddpo",
 )
 SUPERVISED_HPARAMS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
-VLM_HPARAMS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "lora", "seed", "ddpo", "freeze")
+VLM_HPARAMS = (
+    "beta",
+    "lr",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "lora",
+    "seed",
+    "ddpo",
+    "freeze",
+    "weight_decay",
+    "warmup_ratio",
+)
 HPARAMS_BY_METHOD = {
     "sft": SUPERVISED_HPARAMS,
     "reward": SUPERVISED_HPARAMS,

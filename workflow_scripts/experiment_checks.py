@@ -20,6 +20,7 @@ from .experiment import (
     Experiment,
     _fail,
 )
+from .experiment_multimodal import VLM_ONLY_HPARAMS
 from .layout import RESERVED_GROUPS
 
 
@@ -143,7 +144,7 @@ def check_world(exp: Experiment) -> None:
 
 def check_training(exp: Experiment) -> None:
     for method, hp in (exp.config.get("training") or {}).items():
-        check_hparams(f"training.{method}", method, hp, ("freeze",))
+        check_hparams(f"training.{method}", method, hp, VLM_ONLY_HPARAMS)
     for key in exp.trained_models():
         spec = exp.models[key]
         extra = exp.modality_hparams(key)

@@ -15,7 +15,7 @@ from .layout import Variant
 
 MULTIMODAL_SOURCES = ("shapes_world",)
 """Prompt-set sources whose records carry an image (or a scene drawn on load) and gold objects."""
-VLM_ONLY_HPARAMS = ("freeze",)
+VLM_ONLY_HPARAMS = ("freeze", "weight_decay", "warmup_ratio")
 """Hyperparameters only image-modality models accept."""
 
 

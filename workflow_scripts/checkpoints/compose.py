@@ -81,18 +81,24 @@ def normalize_compose_spec(spec: dict) -> dict:
     allowed = set(COMPOSE_DEFAULTS) | set(_REQUIRED) | {"source"} | ANNOTATION_KEYS
     unknown = sorted(set(spec) - allowed)
     if unknown:
-        raise CheckpointError(f"compose source: unknown key(s) {unknown} (allowed: {sorted(allowed - ANNOTATION_KEYS)})")
+        raise CheckpointError(
+            f"compose source: unknown key(s) {unknown} (allowed: {sorted(allowed - ANNOTATION_KEYS)})"
+        )
     missing = [k for k in _REQUIRED if not spec.get(k)]
     if missing:
         raise CheckpointError(f"compose source: {missing} required")
     out = {"source": "compose", **{k: spec[k] for k in _REQUIRED}}
     out.update({k: spec.get(k, v) for k, v in COMPOSE_DEFAULTS.items()})
     if out["projector_hidden_act"] not in _ACTS:
-        raise CheckpointError(f"compose source: projector_hidden_act must be one of {_ACTS}, got {out['projector_hidden_act']!r}")
+        raise CheckpointError(
+            f"compose source: projector_hidden_act must be one of {_ACTS}, got {out['projector_hidden_act']!r}"
+        )
     if out["projector_layers"] not in (1, 2):
         raise CheckpointError(f"compose source: projector_layers must be 1 or 2, got {out['projector_layers']!r}")
     if out["projector_layers"] == 1 and out["projector_hidden_act"] != "linear":
-        raise CheckpointError("compose source: projector_layers 1 (one linear layer) needs projector_hidden_act: linear")
+        raise CheckpointError(
+            "compose source: projector_layers 1 (one linear layer) needs projector_hidden_act: linear"
+        )
     if out["vision_feature_select_strategy"] not in ("default", "full"):
         raise CheckpointError("compose source: vision_feature_select_strategy must be 'default' or 'full'")
     if out["dtype"] not in _DTYPES:
@@ -148,7 +154,9 @@ def _load_checked(cls, folder: Path, dtype, where: str):
     model, info = cls.from_pretrained(folder, dtype=dtype, output_loading_info=True)
     missing = sorted(info.get("missing_keys") or [])
     if missing:
-        raise CheckpointError(f"{where} ({folder}) lacks {len(missing)} tensor(s) of {cls.__name__}, e.g. {missing[:3]}")
+        raise CheckpointError(
+            f"{where} ({folder}) lacks {len(missing)} tensor(s) of {cls.__name__}, e.g. {missing[:3]}"
+        )
     return model
 
 
@@ -195,15 +203,22 @@ def _image_tokens(vision, image_processor, strategy: str) -> tuple[int, int, int
     patch = int(vision.config.patch_size)
     extra = hidden.shape[1] - (side // patch) ** 2
     if strategy == "default" and extra < 1:
-        raise CheckpointError("compose source: vision_feature_select_strategy 'default' drops a CLS token the tower lacks")
+        raise CheckpointError(
+            "compose source: vision_feature_select_strategy 'default' drops a CLS token the tower lacks"
+        )
     return side, patch, extra
 
 
 def compose_llava(spec: dict):
     """The composed model, its processor, and what the record says about them (``spec`` normalised)."""
     import torch
-    from transformers import AutoImageProcessor, AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
-    from transformers import LlavaProcessor
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForCausalLM,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     vdir, ldir = Path(spec["vision_dir"]), Path(spec["language_dir"])
@@ -215,7 +230,9 @@ def compose_llava(spec: dict):
         if isinstance(exc, CheckpointError):
             raise
         first = str(exc).splitlines()[0]
-        raise CheckpointError(f"compose language model {spec['language']!r} ({ldir}) is not a causal LM: {first}") from None
+        raise CheckpointError(
+            f"compose language model {spec['language']!r} ({ldir}) is not a causal LM: {first}"
+        ) from None
     try:
         image_processor = AutoImageProcessor.from_pretrained(vdir, backend="pil")
     except OSError as exc:
@@ -248,7 +265,9 @@ def compose_llava(spec: dict):
     model.resize_token_embeddings(len(tok))
     model.config.tie_word_embeddings = lm.config.tie_word_embeddings
     model.generation_config = lm.generation_config
-    model.generation_config.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.generation_config.update(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
     model.config.pad_token_id = tok.pad_token_id
     processor = LlavaProcessor(
         image_processor=image_processor,
