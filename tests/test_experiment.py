@@ -186,6 +186,25 @@ CASES = {
         lambda c: c["models"]["sft"].update(hparams={"gamma_beta_ratio": 0.5}),
         r"models.sft.hparams: \['gamma_beta_ratio'\] are not sft hyperparameters",
     ),
+    "compose part undefined": (
+        lambda c: c["models"].update(v={"source": "compose", "vision": "nope", "language": "sft"}),
+        "unknown model 'nope'",
+    ),
+    "compose of itself": (
+        lambda c: c["models"].update(v={"source": "compose", "vision": "v", "language": "sft"}),
+        "models.v.vision: a composed model cannot be its own vision part",
+    ),
+    "compose on a composed language model": (
+        lambda c: c["models"].update(
+            v1={"source": "compose", "vision": "sft", "language": "sft"},
+            v2={"source": "compose", "vision": "sft", "language": "v1"},
+        ),
+        "models.v2.language: 'v1' is a vision-language model",
+    ),
+    "image-only hparam on a text model": (
+        lambda c: c["models"]["sft"].update(hparams={"warmup_ratio": 0.03}),
+        r"models.sft.hparams: \['warmup_ratio'\] are not sft hyperparameters",
+    ),
     "decoding value": (lambda c: c["decoding"].update(top_k=-1), r"decoding top_k=-1: must be a non-negative integer"),
     "decoding sampling at temperature 0": (
         lambda c: c["decoding"].update(temperature=0),
