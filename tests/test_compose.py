@@ -201,7 +201,8 @@ def test_bad_specs_fail_with_one_line(parts, tmp_path):
 
 
 def test_projector_first_sft_then_instruction_sft(parts, composed, tmp_path):
-    """LLaVA's stage 1 (only the projector trains; one linear layer stays one) then stage 2 from it."""
+    """LLaVA's stage 1 (only the projector trains; one linear layer stays one), stage 2 from it, and
+    the LLM-only extrapolation of the stage-2 pair."""
     import torch
     from safetensors.torch import load_file
 
@@ -236,3 +237,15 @@ def test_projector_first_sft_then_instruction_sft(parts, composed, tmp_path):
     moved = {n for n in after if not torch.equal(after[n], s2[n])}
     assert any("language_model" in n for n in moved) and any("linear_1" in n for n in moved)
     assert not any("vision_tower" in n or "linear_2" in n for n in moved)
+    # the stage-2 pair extrapolates LLM-only: the frozen tower has Δ ≡ 0, the folder loads as LLaVA
+    from transformers import LlavaForConditionalGeneration
+
+    from workflow_scripts.extrapolate import extrapolate
+    from workflow_scripts.scheme_components import with_component_defaults
+
+    llm_only = with_component_defaults(2.0, {"vision_tower": 0, "multi_modal_projector": 0})
+    m = extrapolate(tmp_path / "s1", tmp_path / "s2", tmp_path / "x", llm_only)
+    assert m["zero_delta_components"] == ["vision_tower"]
+    x = load_file(tmp_path / "x" / "model.safetensors")
+    assert all(torch.equal(x[n], s2[n]) for n in s2 if "language_model" not in n and "lm_head" not in n)
+    LlavaForConditionalGeneration.from_pretrained(tmp_path / "x")
