@@ -209,17 +209,9 @@ def _image_tokens(vision, image_processor, strategy: str) -> tuple[int, int, int
     return side, patch, extra
 
 
-def compose_llava(spec: dict):
-    """The composed model, its processor, and what the record says about them (``spec`` normalised)."""
-    import torch
-    from transformers import (
-        AutoImageProcessor,
-        AutoModelForCausalLM,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+def _load_parts(spec: dict):
+    """The vision tower, the causal LM, the image processor, the tokenizer and the dtype of ``spec``."""
+    from transformers import AutoImageProcessor, AutoModelForCausalLM
 
     vdir, ldir = Path(spec["vision_dir"]), Path(spec["language_dir"])
     dtype = _dtype(spec, read_json(ldir / "config.json"))
@@ -237,16 +229,40 @@ def compose_llava(spec: dict):
         image_processor = AutoImageProcessor.from_pretrained(vdir, backend="pil")
     except OSError as exc:
         raise CheckpointError(f"compose vision model {spec['vision']!r} ({vdir}): no image processor ({exc})") from None
-    tok = _tokenizer(ldir)
-    side, patch, extra = _image_tokens(vision, image_processor, spec["vision_feature_select_strategy"])
-    n_image = (side // patch) ** 2 + extra - (1 if spec["vision_feature_select_strategy"] == "default" else 0)
+    return vision, lm, image_processor, _tokenizer(ldir), dtype
+
+
+def _projector(cfg, spec: dict, dtype):
+    """A fresh projector, PyTorch's default init under the spec's seed; ``projector_layers: 1``
+    makes ``linear_2`` the identity so the projector is ``linear_1`` alone."""
+    import torch
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    torch.manual_seed(int(spec["seed"]))
+    projector = LlavaMultiModalProjector(cfg)
+    if spec["projector_layers"] == 1:
+        with torch.no_grad():
+            projector.linear_2.weight.copy_(torch.eye(projector.linear_2.weight.shape[0]))
+            projector.linear_2.bias.zero_()
+    return projector.to(dtype)
+
+
+def compose_llava(spec: dict):
+    """The composed model, its processor, and what the record says about them (``spec`` normalised)."""
+    import torch
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    vision, lm, image_processor, tok, dtype = _load_parts(spec)
+    strategy = spec["vision_feature_select_strategy"]
+    side, patch, extra = _image_tokens(vision, image_processor, strategy)
+    n_image = (side // patch) ** 2 + extra - (1 if strategy == "default" else 0)
     cfg = LlavaConfig(
         vision_config=vision.config,
         text_config=lm.config,
         image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
         projector_hidden_act=spec["projector_hidden_act"],
         vision_feature_layer=spec["vision_feature_layer"],
-        vision_feature_select_strategy=spec["vision_feature_select_strategy"],
+        vision_feature_select_strategy=strategy,
         image_seq_length=n_image,
     )
     with torch.device("meta"):  # the skeleton's own tensors are all replaced below
@@ -254,26 +270,19 @@ def compose_llava(spec: dict):
     model.model.vision_tower = vision
     model.model.language_model = getattr(lm, lm.base_model_prefix)
     model.lm_head = lm.get_output_embeddings()
-    torch.manual_seed(int(spec["seed"]))
-    projector = LlavaMultiModalProjector(cfg)
-    if spec["projector_layers"] == 1:
-        with torch.no_grad():
-            projector.linear_2.weight.copy_(torch.eye(projector.linear_2.weight.shape[0]))
-            projector.linear_2.bias.zero_()
-    model.model.multi_modal_projector = projector.to(dtype)
+    model.model.multi_modal_projector = projector = _projector(cfg, spec, dtype)
     n_vocab = lm.config.vocab_size
-    model.resize_token_embeddings(len(tok))
+    model.resize_token_embeddings(len(tok))  # the new rows are drawn after the projector's, same seed
     model.config.tie_word_embeddings = lm.config.tie_word_embeddings
     model.generation_config = lm.generation_config
-    model.generation_config.update(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
-    )
+    special = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.generation_config.update(**special)
     model.config.pad_token_id = tok.pad_token_id
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tok,
         patch_size=patch,
-        vision_feature_select_strategy=spec["vision_feature_select_strategy"],
+        vision_feature_select_strategy=strategy,
         chat_template=LLAVA_CHAT_TEMPLATE,
         num_additional_image_tokens=extra,
     )
