@@ -1,8 +1,10 @@
 """The demo world: deterministic data, a gold reward that grades the failure modes, held-out splits."""
 
 import random
+from pathlib import Path
 
 import pytest
+import yaml
 
 from workflow_scripts.world.tasks import (
     HELD_OUT_KINDS,
@@ -41,6 +43,8 @@ def test_eval_and_dev_prompts_are_distinct_instructions_up_to_the_split_pool():
     # the default world's pools: its eval and dev sets hold all of them, once each
     pools = {s: split_pool(s, dev_frac=0.2, eval_frac=0.3) for s in ("eval", "dev")}
     assert {s: len(p) for s, p in pools.items()} == {"eval": 67, "dev": 52}
+    world = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["world"]
+    assert (world["n_eval"], world["n_dev"]) == (67, 52)  # the default demo asks for all of them
     w = build_world(seed=0, n_sft=20, n_pref=20, n_eval=67, n_dev=52)
     for split, pool in pools.items():
         instructions = [r["instruction"] for r in w[split]]
