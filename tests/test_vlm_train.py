@@ -124,3 +124,43 @@ def test_generation_through_the_processor_keeps_the_image_reference(vlm_world):
     assert "chair" in evaluate_records(recs, S.shapes_vocab())
     with pytest.raises(ValueError, match="neither an 'image' path nor a 'scene'"):
         generate_vlm(vlm_world / "base", [{"id": "x", "instruction": "describe the image."}], dec, generator="b")
+
+
+def test_ddpo_segments_map_through_the_vision_collator(vlm_world, tmp_path):
+    """Explicit segments on image rows: TRL's vision rendering is reproduced token for token, and
+    spans that mark the corrected word give the diff's weights."""
+    from datasets import Dataset
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import DPOConfig
+
+    from workflow_scripts.train.ddpo import make_ddpo_trainer_class, segment_weights
+    from workflow_scripts.train.ddpo_segments import FLAGS_KEY
+    from workflow_scripts.train.vlm import _image_rows
+
+    w = S.build_shapes_world(seed=0, n_sft=8, n_pref=8, n_eval=2, n_dev=2)
+    row = dict(next(r for r in w["prefs"] if r["style"] == "color"))
+    # the one word that differs, located by its first differing character
+    k = next(i for i, (a, b) in enumerate(zip(row["chosen"], row["rejected"])) if a != b)
+    wc, wr = row["chosen"][k:].split()[0].rstrip("."), row["rejected"][k:].split()[0].rstrip(".")
+    row["segments"] = {"chosen": [[k, k + len(wc)]], "rejected": [[k, k + len(wr)]]}
+    processor = AutoProcessor.from_pretrained(vlm_world / "base")
+    ds = Dataset.from_list(_image_rows([row], processor, None, ("chosen", "rejected"), segments=True))
+    args = DPOConfig(
+        output_dir=str(tmp_path / "scratch"),
+        beta=0.1,
+        max_length=64,
+        precompute_ref_log_probs=False,
+        use_cpu=True,
+        report_to="none",
+        activation_checkpointing=False,
+    )
+    model = AutoModelForImageTextToText.from_pretrained(vlm_world / "base")
+    trainer = make_ddpo_trainer_class()(
+        model=model, args=args, train_dataset=ds, processing_class=processor, gamma=2.0, average=False
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids, mask = batch["input_ids"], batch["completion_mask"]
+    weights = segment_weights(ids, mask, 2.0, explicit=batch[FLAGS_KEY])
+    assert weights.equal(segment_weights(ids, mask, 2.0))
+    heavy = [processor.tokenizer.decode(ids[r][weights[r] == 2.0].tolist()).strip() for r in (0, 1)]
+    assert heavy == [wc, wr]

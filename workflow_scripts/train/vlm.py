@@ -43,6 +43,7 @@ from .base import (
     write_history_csv,
 )
 from .data import DataSpec, PathLike, _describe, load_rows, validate_columns
+from .ddpo_segments import COLUMN, segment_cell
 from .preference import make_preference_trainer, prepare_preference_rows, validate_preference_config
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,18 @@ def _load_vlm(base: Path, dtype):
     return model, processor
 
 
-def _image_rows(rows: list[dict], processor, base_dir: Path | None, answer_keys: tuple[str, ...]) -> list[dict]:
+def _image_rows(
+    rows: list[dict], processor, base_dir: Path | None, answer_keys: tuple[str, ...], *, segments: bool = False
+) -> list[dict]:
+    """TRL's vision rows; ``segments``: DDPO's explicit segments in their own column (:mod:`.ddpo_segments`)."""
     size = image_size(processor)
     out = []
-    for r in rows:
+    for i, r in enumerate(rows):
         row: dict[str, Any] = {"images": [load_image(r, base_dir, size)], "prompt": user_turn(r["prompt"])}
         for k in answer_keys:
             row[k] = assistant_turn(r[k])
+        if segments:
+            row[COLUMN] = segment_cell(r, i, "preference data")
         out.append(row)
     return out
 
@@ -213,7 +219,8 @@ def train_vlm(
         base, lora, freeze, device, threads
     )
     img_dir = Path(image_dir) if image_dir else (Path(data).parent if isinstance(data, (str, Path)) else None)
-    ds = Dataset.from_list(_image_rows(rows, processor, img_dir, keys))
+    with_segments = method == "ddpo" and bool(info.get("n_pairs_with_segments"))
+    ds = Dataset.from_list(_image_rows(rows, processor, img_dir, keys, segments=with_segments))
     common = _common_args(
         device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, scratch=Path(".")
     )
