@@ -119,7 +119,7 @@ def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str
     """
     records = read_json(generations)
     ids = [str(r.get("id", i)) for i, r in enumerate(records)]
-    if rm.get("type") == "gold" and records and "scene" in records[0]:
+    if rm.get("type") == "gold" and records and ("scene" in records[0] or "image" in records[0]):
         from .world.shapes import grade_record as grade_shapes
 
         rows = [{"id": i, "reward": (g := grade_shapes(r)).pop("gold"), **g} for i, r in zip(ids, records)]

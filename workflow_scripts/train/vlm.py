@@ -119,7 +119,9 @@ def _setup(base: PathLike, lora: dict | None, freeze, device: str, threads: int 
     base_dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32").replace("torch.", "")
     amp = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
     check_precision(base_dtype, amp)
-    model, processor = _load_vlm(base, torch.float32)
+    # LoRA on a GPU trains adapters over bf16 weights (a 7B LLaVA in fp32 would double the memory)
+    load_dtype = torch.bfloat16 if (amp == "bf16" and lora is not None) else torch.float32
+    model, processor = _load_vlm(base, load_dtype)
     frozen = apply_freeze(model, list(DEFAULT_FREEZE if freeze is None else freeze))
     peft_config, lora_args = None, None
     if lora is not None:
