@@ -104,9 +104,8 @@ def run_generation(
     if is_vlm_folder(model_dir):
         from .vlm_generate import generate_vlm
 
-        if backend == "vllm":
-            raise ValueError("decoding.backend vllm: vision-language checkpoints are answered by the hf backend")
-        write_generations(generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size), out)
+        records = generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size, backend=backend)
+        write_generations(records, out)
     else:
         generate_to_file(model_dir, prompts, spec, out, backend=backend, batch_size=batch_size, generator=generator)
 
