@@ -313,3 +313,29 @@ def test_search_is_deterministic_given_scores(searched, tmp_path):
     plan_round(inputs, "dpo", spec, str(a))
     plan_round(list(reversed(inputs)), "dpo", spec, str(b))
     assert a.read_text() == b.read_text() == plan1.read_text()
+
+
+def test_dry_run_after_the_uniform_search_shows_the_first_layer_round(searched, tmp_path):
+    """Grid 0.5–4 with the peak at 1 and min_ratio 2.5: the uniform search converges on the grid, and
+    the next jobs are the first layer round's moves (each third's α ×2 and /2; the tiny model has two
+    layers, so the middle third covers none and has no moves)."""
+    wd = tmp_path / "wd"
+    shutil.copytree(searched, wd, symlinks=True)
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["extrapolation"]["search"].update(min_ratio=2.5, layers={"partitions": ["thirds"]})
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    smk(wd, "--", f"{R}/search/dpo/plan/round1.json")  # the plans read scores only: cheap
+    plan1 = json.loads((wd / R / "search/dpo/plan/round1.json").read_text())
+    assert plan1["stage"] == "layers" and plan1["best_uniform_alpha"] == 1.0
+    moves = {c["variant"] for c in plan1["pending"]}
+    assert moves == {f"scheme_search_thirds_{v}" for v in ("2_1x2", "0.5_1x2", "1x2_2", "1x2_0.5")}
+    out = smk(wd, "-n", "--", RESULT)
+    jobs = planned(wd, RESULT)
+    assert {k: jobs.get(k) for k in ("extrapolate_scheme", "generate", "score", "search_plan")} == {
+        "extrapolate_scheme": 4,
+        "generate": 4,
+        "score": 4,
+        "search_plan": 1,
+    }
+    assert "extrapolate_alpha" not in jobs
+    assert set(re.findall(r"generations/dev/dpo/(scheme_search_\S+)\.json", out)) == moves
