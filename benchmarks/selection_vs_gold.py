@@ -72,7 +72,8 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| objective (selects α on dev) | α chosen | gold on eval at it [95 % CI] | gold-optimal α (eval) | regret |")
+    head = "| objective (selects α on dev) | α chosen | gold on eval at it [95 % CI] | gold-optimal α (eval) | regret |"
+    print("\n" + head)
     print("|---|---:|---|---:|---:|")
     for r in rows:
         ci = f"[{r['gold_eval_ci'][0]:.3f}, {r['gold_eval_ci'][1]:.3f}]"

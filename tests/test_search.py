@@ -318,3 +318,32 @@ def test_plan_files_round_trip(tmp_path):
     with open(tmp_path / "alpha_search.csv") as fh:
         stages = {r["stage"] for r in csv.DictReader(fh)}
     assert stages == {"uniform", "layers"}
+
+
+def test_group_candidate_names_read_back():
+    for c in [
+        Candidate((1.0, 1.0, 2.0), "thirds"),
+        Candidate((0.5, 2.0, 2.0, 2.0, 1.41, 0.707), "sixths"),
+        Candidate(tuple(float(i % 3 + 1) for i in range(2 * L)), "layers+attn_mlp"),
+        Candidate((1.0, 4.0), "components"),
+        Candidate.uniform(2.83),
+    ]:
+        assert Candidate.from_name(c.name) == c
+    assert Candidate((1.0, 1.0, 2.0), "thirds").name == "scheme_search_thirds_1x2_2"
+    with pytest.raises(ValueError, match="not a search candidate name"):
+        Candidate.from_name("scheme_search_thirds_1_two")
+    with pytest.raises(ValueError, match="exceeds 200 characters"):
+        Candidate(tuple(float(i + 1) for i in range(80)), "layers").name  # noqa: B018
+
+
+def test_layer_search_skips_repeated_splits_and_empty_groups():
+    """On 6 layers sixths and per-layer split alike (per-layer is skipped); on 2 layers the middle
+    third is empty (no moves for it)."""
+    cfg = LayerConfig(partitions=("thirds", "sixths", "layers"), budget=60)
+    res, _, _ = drive_layers([1, 1, 1, 1, 1, 1], cfg, start=1.0, sigma=0.01)
+    assert {r["partition"] for r in res.rows} == {"uniform", "thirds", "sixths"}
+    ev0 = evaluation({"gold": 0.0}, "zero")
+    evals = {"alpha0": ev0, "alpha1": evaluation({"gold": 1.0}, "one")}
+    res2 = layer_search(evals, Scorer(Objective(), ev0), LayerConfig(partitions=("thirds",)), 1.0, 2)
+    labels = ["thirds[2, 1, 1]", "thirds[0.5, 1, 1]", "thirds[1, 1, 2]", "thirds[1, 1, 0.5]"]
+    assert [c.label for c in res2.pending] == labels

@@ -73,7 +73,9 @@ class Candidate:
         body = "_".join(format_alpha(a) + (f"x{n}" if n > 1 else "") for a, n in runs)
         name = f"{GROUP_PREFIX}{self.partition.replace('+', '_')}_{body}"
         if len(name) > MAX_NAME:
-            raise ValueError(f"group candidate {self.label}: its name exceeds {MAX_NAME} characters; use coarser partitions")
+            raise ValueError(
+                f"group candidate {self.label}: its name exceeds {MAX_NAME} characters; use coarser partitions"
+            )
         return name
 
     @classmethod

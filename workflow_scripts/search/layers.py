@@ -97,7 +97,8 @@ def layer_sets(partition: str, num_layers: int | None, cfg: LayerConfig) -> list
     out = []
     for g in partition_groups(partition, num_layers, cfg):
         start, end = g["layers"]
-        pos = [i for i in range(num_layers) if (start <= i < end if g.get("by") == "index" else start <= (i + 0.5) / num_layers < end)]
+        by_index = g.get("by") == "index"
+        pos = [i for i in range(num_layers) if (start <= (i if by_index else (i + 0.5) / num_layers) < end)]
         kind = g["name"].rsplit("_", 1)[-1] if "+attn_mlp" in partition else "all"
         out.append(frozenset((i, kind) for i in pos))
     return out
