@@ -208,8 +208,8 @@ def smk(wd: Path, *args: str) -> str:
     return out
 
 
-def planned(wd: Path, *targets: str) -> dict[str, int]:
-    out = smk(wd, "-n", "--", *targets)
+def job_stats(out: str) -> dict[str, int]:
+    """Jobs per rule from a dry run's "Job stats" table."""
     if "Job stats:" not in out:
         return {}
     counts = {}
@@ -272,7 +272,7 @@ def test_dry_run_shows_exactly_the_next_rounds_jobs(searched):
     set_budget(searched, 6)
     try:
         out = smk(searched, "-n", "--", RESULT)
-        jobs = planned(searched, RESULT)
+        jobs = job_stats(out)
     finally:
         set_budget(searched, 5)
     # the budget (6) is used by this round: no further plan is needed, and nothing else runs
@@ -289,7 +289,7 @@ def test_more_budget_resumes_without_redoing_finished_candidates(searched):
     set_budget(searched, 6)
     try:
         out = smk(searched, "-n", "--", RESULT)
-        assert planned(searched, RESULT) == {"extrapolate_alpha": 1, "generate": 1, "score": 1, "search_result": 1}
+        assert job_stats(out) == {"extrapolate_alpha": 1, "generate": 1, "score": 1, "search_result": 1}
         assert set(re.findall(r"generations/dev/dpo/alpha([\d.]+)\.json", out)) == {"1.41"}
         smk(searched, "--", RESULT)
     finally:
@@ -330,7 +330,7 @@ def test_dry_run_after_the_uniform_search_shows_the_first_layer_round(searched, 
     moves = {c["variant"] for c in plan1["pending"]}
     assert moves == {f"scheme_search_thirds_{v}" for v in ("2_1x2", "0.5_1x2", "1x2_2", "1x2_0.5")}
     out = smk(wd, "-n", "--", RESULT)
-    jobs = planned(wd, RESULT)
+    jobs = job_stats(out)
     assert {k: jobs.get(k) for k in ("extrapolate_scheme", "generate", "score", "search_plan")} == {
         "extrapolate_scheme": 4,
         "generate": 4,
