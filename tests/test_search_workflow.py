@@ -125,14 +125,14 @@ BOOSTED = [1.0, 1.0, 1.0, 1.0, 2.0, 2.0]  # the late third doubled: the one real
 LUCKY = [1.0, 1.0, 0.5, 0.5, 2.0, 2.0]  # better on average than BOOSTED, but within the dev noise
 
 
-def scripted_reward(name: str) -> list[float]:
+def scripted_reward(name: str, aligned: str) -> list[float]:
     """Dev gold rewards of a candidate: a uniform curve peaking at α = 1 (per layer), BOOSTED 0.3
     above it, LUCKY 0.05 above BOOSTED with ±1 noise per prompt, aligned 0.5."""
     from workflow_scripts.schemes import Scheme
     from workflow_scripts.search import Candidate, LayerConfig, scheme_spec
 
     noise = [0.01 * ((i * 7) % 5 - 2) for i in range(len(DEV_IDS))]
-    if name == "dpo_0.1":
+    if name == aligned:
         return [0.5 + n for n in noise]
     per = Scheme.from_config(scheme_spec(Candidate.from_name(name), 6, LayerConfig())).layer_alphas(6)
     value = 0.8 - 0.3 * sum(math.log2(a) ** 2 for a in per) / len(per)
@@ -150,25 +150,26 @@ def test_layer_rounds_keep_only_steps_that_beat_the_incumbent(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     exp = Experiment(demo_config(grid=[0.5, 1, 2], min_ratio=2.5, layers={"partitions": ["thirds", "sixths"]}))
-    s, L = exp.search, exp.layout
+    s, L, aligned = exp.search, exp.layout, exp.pairs["dpo"]["aligned"]
 
     def have(files: list[str]) -> list[str]:
         for f in files:
             if "/scores/" in f and not Path(f).exists():
-                write_json(f, [{"id": i, "reward": r} for i, r in zip(DEV_IDS, scripted_reward(Path(f).stem))])
+                rewards = scripted_reward(Path(f).stem, aligned)
+                write_json(f, [{"id": i, "reward": r} for i, r in zip(DEV_IDS, rewards)])
         return files
 
     def load(r: int) -> dict:
         out = L.search_plan("dpo", r)
         if not Path(out).exists():
-            plan_round(have(s.plan_inputs("dpo", r, load)), "dpo_0.1", s.plan_spec("dpo"), out)
+            plan_round(have(s.plan_inputs("dpo", r, load)), aligned, s.plan_spec("dpo"), out)
         return read_json(out)
 
     first_layer_round = load(1)
     assert load(0)["stage"] == "uniform" and first_layer_round["stage"] == "layers"
     moves = [c["variant"] for c in first_layer_round["pending"]]
     assert len(moves) == 6 and "scheme_search_thirds_1x2_2" in moves  # each third's α ×2 and /2
-    res = search_result(have(s.result_inputs("dpo", load)), "dpo_0.1", s.result_spec("dpo"), "r.json", "a.csv")
+    res = search_result(have(s.result_inputs("dpo", load)), aligned, s.result_spec("dpo"), "r.json", "a.csv")
     rows = pd.read_csv("a.csv")
     layer_rows = rows[rows.stage == "layers"]
     kept = layer_rows[layer_rows.status == "kept"]
