@@ -243,10 +243,13 @@ class Experiment(EvaluationPlanning, MultimodalPlanning):
         return with_component_defaults(float(alpha), self.pairs[pair].get("components"))
 
     def pair_scheme_spec(self, pair: str, name: str) -> Any:
-        """A named scheme as the pair's extrapolate job gets it (the pair's fixed component α merged in)."""
+        """A named scheme as the pair's extrapolate job gets it (the pair's fixed component α merged
+        in); a layer-search candidate's scheme is read from its name."""
         from .scheme_components import with_component_defaults
+        from .search.planning import SCHEME_NAME_PREFIX
 
-        return with_component_defaults(self.scheme_spec(name), self.pairs[pair].get("components"))
+        spec = self.search.scheme(pair, name) if name.startswith(SCHEME_NAME_PREFIX) else self.scheme_spec(name)
+        return with_component_defaults(spec, self.pairs[pair].get("components"))
 
     def base_models(self) -> list[str]:
         """SFT and aligned models of every pair: the baselines every table compares against."""
