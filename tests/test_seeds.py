@@ -213,6 +213,9 @@ def test_report_numbers_are_means_over_seeds_with_cis_over_prompts_and_seeds(tmp
     # dev chooses on seed-averaged rewards: α = 1 (2.0), not α = 2 whose seed 7 alone scores 3.5
     dev = df[df.prompt_set == "dev"]
     assert dev[dev.chosen_on_dev].variant_id.tolist() == ["p/alpha1"]
+    from workflow_scripts.report.markdown import summary_markdown
+
+    assert "each variant answered 2 times; rewards are averaged per prompt" in summary_markdown(df, _report_params())
     answers = seeded_answer_table(pooled, _report_params())
     assert len(answers) == 2 * 10 * (4 + 3) and {a["seed"] for a in answers} == {3, 7}
     assert {a["seed"] for a in first_seed_answers(answers)} == {3}
