@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .layout import Variant
+from .layout import Layout, Variant
 
 
 def _fail(msg: str) -> None:
@@ -25,6 +25,7 @@ class EvaluationPlanning:
     prompt sets and variants)."""
 
     config: Mapping[str, Any]
+    layout: Layout
     models: Mapping[str, Mapping[str, Any]]
     pairs: Mapping[str, Mapping[str, Any]]
     prompt_sets: Mapping[str, Mapping[str, Any]]
@@ -138,12 +139,12 @@ class EvaluationPlanning:
 
     def generation_files(self) -> list[str]:
         """Every answers file: one per (prompt set, variant, seed)."""
-        L = self.layout  # type: ignore[attr-defined]
-        return [L.generation(ps, v.group, v.name, s) for ps, v in self.answered() for s in self.seeds_of(v)]  # type: ignore[attr-defined]
+        answered = self.answered()  # type: ignore[attr-defined]
+        return [self.layout.generation(ps, v.group, v.name, s) for ps, v in answered for s in self.seeds_of(v)]
 
     def score_files(self) -> list[str]:
         """Every score file: one per (prompt set, reward model, variant, seed)."""
-        L = self.layout  # type: ignore[attr-defined]
+        L = self.layout
         return [L.score(ps, rm, v.group, v.name, s) for ps, rm, v in self.scored() for s in self.seeds_of(v)]
 
     def pair_meta(self) -> dict[str, dict[str, Any]]:
