@@ -206,6 +206,10 @@ def test_report_numbers_are_means_over_seeds_with_cis_over_prompts_and_seeds(tmp
     assert (ev.n == 10).all() and (ev.n_seeds == 2).all()
     assert ev.loc["p/alpha1", "rm_mean"] == pytest.approx(2.0 + 0.045)  # ±0.1 of the two seeds cancel
     assert ev.loc["p/alpha1", "rm_win_rate"] == 100.0  # seed-averaged per-prompt rewards vs aligned
+    # the paired difference from the aligned model is over seed-averaged per-prompt rewards: exactly 1
+    assert ev.loc[
+        "p/alpha1", ["rm_diff_vs_aligned", "rm_diff_vs_aligned_ci_low", "rm_diff_vs_aligned_ci_high"]
+    ].tolist() == pytest.approx([1.0] * 3)
     assert ev.loc["p/alpha1", "mean_tokens"] == pytest.approx(2.5)  # over both seeds' answers
     wide = ev.loc["p/alpha2", "rm_ci_high"] - ev.loc["p/alpha2", "rm_ci_low"]
     narrow = ev.loc["p/alpha1", "rm_ci_high"] - ev.loc["p/alpha1", "rm_ci_low"]
