@@ -102,8 +102,9 @@ def pool(generation_paths: Sequence[str], score_paths: Sequence[str]) -> Pooled:
     for skey, by_seed in scores.items():
         _same_prompts(skey, by_seed)
         seeds = sorted(by_seed, key=lambda s: -1 if s is None else s)
-        gseeds = p.n_seeds.get((skey[0], *skey[2:]), 1)
-        if len(seeds) != gseeds:
+        gkey = (skey[0], *skey[2:])
+        gseeds = p.n_seeds.get(gkey, 1)
+        if gkey in p.generations and len(seeds) != gseeds:
             raise ValueError(f"{skey}: scores of {len(seeds)} seed(s) for answers of {gseeds}")
         p.scores[skey] = by_seed[seeds[0]] if len(seeds) == 1 else _averaged(by_seed)
         if len(seeds) > 1:
