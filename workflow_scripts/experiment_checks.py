@@ -158,7 +158,7 @@ SEEDLESS_STAGES = {
     "extrapolation.logit_alphas": lambda exp: bool(exp.logit_alphas()),
     "evaluation.local_judge": lambda exp: bool(exp.local_judge_spec()),
     "evaluation.alpaca_eval_judge": lambda exp: bool(exp.judge_annotator),
-    "a shapes_world prompt set": lambda exp: bool(exp.multimodal_prompt_sets()),
+    "a multimodal prompt set (hallucination metrics)": lambda exp: bool(exp.multimodal_prompt_sets()),
 }
 """Stages that read one answers file per variant, so they cannot run over ``decoding.seeds`` yet."""
 
