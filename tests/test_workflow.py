@@ -355,7 +355,7 @@ def test_sampling_seeds_plan_one_job_per_seed_and_adding_a_seed_runs_only_it(fin
         }
         _with_config(wd, lambda c: c["decoding"].update(seeds=[1]))
         seed1 = "results/small/scores/dev/gold/dpo/alpha1/seed1.json"
-        snakemake(wd, seed1)
+        snakemake(wd, "--", seed1)  # `--`: the target is not one more `--resources` value
         prov = json.loads((results / "generations/dev/dpo/alpha1/seed1.json.provenance.json").read_text())
         assert prov["seed"] == 1 and prov["decoding"]["seed"] == 1
         _with_config(wd, lambda c: c["decoding"].update(seeds=[1, 2]))
