@@ -13,7 +13,7 @@ sys.path.insert(0, workflow.basedir)
 from workflow_scripts.common import ALPHA_REGEX  # noqa: E402  (stdlib only: cheap at parse time)
 from workflow_scripts.config_schema import validate_config  # noqa: E402
 from workflow_scripts.experiment import ConfigError, Experiment  # noqa: E402
-from workflow_scripts.layout import RESERVED_GROUPS, BASE_GROUP  # noqa: E402
+from workflow_scripts.layout import RESERVED_GROUPS, BASE_GROUP, SEED_REGEX  # noqa: E402
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 
@@ -48,17 +48,18 @@ wildcard_constraints:
     group=regex_of(list(config["pairs"]) + list(RESERVED_GROUPS)),
     variant=r"[A-Za-z0-9][A-Za-z0-9_.\-]*",
     model=NAME_REGEX,
+    seed=SEED_REGEX,
 
 
 # ------------------------------------------------------------------ targets
 
 
 def all_generations():
-    return [L.generation(ps, v.group, v.name) for ps, v in EXP.answered()]
+    return EXP.generation_files()
 
 
 def all_scores():
-    return [L.score(ps, rm, v.group, v.name) for ps, rm, v in EXP.scored()]
+    return EXP.score_files()
 
 
 def judge_targets():
@@ -132,6 +133,12 @@ def score_inputs(wildcards):
     return inputs
 
 
+def seeded_score_inputs(wildcards):
+    """A score job of one sampling seed (``decoding.seeds``) reads that seed's answers."""
+    w = wildcards
+    return {**score_inputs(w), "generations": L.generation(w.prompt_set, w.group, w.variant, w.seed)}
+
+
 # ------------------------------------------------------------------ params and resources
 
 
@@ -170,6 +177,10 @@ def train_params(wildcards):
 
 def rm_spec_of(wildcards):
     return EXP.rm_spec(wildcards.rm)
+
+
+def seeded_decoding_of(wildcards):
+    return EXP.seeded_decoding(wildcards.seed)
 
 
 def generator_of(wildcards):

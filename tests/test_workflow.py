@@ -336,6 +336,35 @@ def test_changing_decoding_reruns_generation_not_extrapolation_or_training(finis
         (wd / "config.yaml").write_text(original)
 
 
+def test_sampling_seeds_plan_one_job_per_seed_and_adding_a_seed_runs_only_it(finished_run):
+    """`decoding.seeds`: each variant is answered and scored once per seed (reference outputs and
+    checkpoints untouched); a finished seed's jobs are not rerun when another seed is added."""
+    wd, results, _ = finished_run
+    original = (wd / "config.yaml").read_text()
+    try:
+        _with_config(wd, lambda c: c["decoding"].update(seeds=[1, 2]))
+        n = (
+            5 + 3
+        )  # eval: sft, aligned, α 1, α 4, thirds (the reference outputs are not sampled); dev: aligned, α 1, α 4
+        assert planned_jobs(wd) == {
+            "generate_seeded": 2 * n,
+            "score_seeded": 2 * 2 * n,
+            "report": 1,
+            "model_card": 3,
+            "all": 1,
+        }
+        _with_config(wd, lambda c: c["decoding"].update(seeds=[1]))
+        seed1 = "results/small/scores/dev/gold/dpo/alpha1/seed1.json"
+        snakemake(wd, "--", seed1)  # `--`: the target is not one more `--resources` value
+        prov = json.loads((results / "generations/dev/dpo/alpha1/seed1.json.provenance.json").read_text())
+        assert prov["seed"] == 1 and prov["decoding"]["seed"] == 1
+        _with_config(wd, lambda c: c["decoding"].update(seeds=[1, 2]))
+        seed2 = seed1.replace("seed1", "seed2")
+        assert planned_jobs(wd, seed1, seed2) == {"generate_seeded": 1, "score_seeded": 1}
+    finally:
+        (wd / "config.yaml").write_text(original)
+
+
 def test_prompt_set_subset_of_alphas_and_schemes(finished_run, tmp_path):
     """A prompt set's own `alphas:`/`schemes:` narrow what answers it, without rebuilding it."""
     wd, _, _ = finished_run

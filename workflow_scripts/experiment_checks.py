@@ -168,6 +168,37 @@ def check_decoding(exp: Experiment) -> None:
         _fail(str(exc))  # names the key: "decoding top_k=-1: must be ..."
 
 
+SEEDLESS_STAGES = {
+    "extrapolation.search": lambda exp: exp.search.enabled,
+    "extrapolation.logit_alphas": lambda exp: bool(exp.logit_alphas()),
+    "evaluation.local_judge": lambda exp: bool(exp.local_judge_spec()),
+    "evaluation.alpaca_eval_judge": lambda exp: bool(exp.judge_annotator),
+    "a multimodal prompt set (hallucination metrics)": lambda exp: bool(exp.multimodal_prompt_sets()),
+}
+"""Stages that read one answers file per variant, so they cannot run over ``decoding.seeds`` yet."""
+
+
+def check_seeds(exp: Experiment) -> None:
+    """``decoding.seeds`` needs sampling, replaces ``decoding.seed``, and works with the stages
+    that read answers per seed (generation, scoring, the report) only."""
+    from .decoding import resolve_decoding
+
+    seeds = exp.config["decoding"].get("seeds")
+    if not seeds:
+        return
+    if "seed" in exp.config["decoding"]:
+        _fail("decoding: give either `seed` or `seeds` (each of `seeds` is the run seed of its own answers)")
+    spec = {k: v for k, v in exp.decoding().items() if k not in GENERATION_ONLY_DECODING_KEYS}
+    if not resolve_decoding(spec)["do_sample"]:
+        _fail(
+            f"decoding.seeds {seeds}: greedy decoding (do_sample false) gives the same answers for every "
+            "seed; sample, or drop `seeds`"
+        )
+    for what, used in SEEDLESS_STAGES.items():
+        if used(exp):
+            _fail(f"decoding.seeds: {what} reads one answers file per variant and does not support seeds yet")
+
+
 def check_hparams(where: str, method: str, hp: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
     """Training hyperparameters a method does not take fail at DAG time, not inside the job."""
     known = (*HPARAMS_BY_METHOD.get(method, PREFERENCE_HPARAMS), *extra)
@@ -196,6 +227,7 @@ CHECKS: tuple[Callable[[Experiment], None], ...] = (
     check_training,
     check_decoding,
     check_search,
+    check_seeds,
 )
 
 

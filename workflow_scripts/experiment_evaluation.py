@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .layout import Variant
+from .layout import Layout, Variant
 
 
 def _fail(msg: str) -> None:
@@ -25,6 +25,7 @@ class EvaluationPlanning:
     prompt sets and variants)."""
 
     config: Mapping[str, Any]
+    layout: Layout
     models: Mapping[str, Mapping[str, Any]]
     pairs: Mapping[str, Mapping[str, Any]]
     prompt_sets: Mapping[str, Mapping[str, Any]]
@@ -117,8 +118,34 @@ class EvaluationPlanning:
     # ------------------------------------------------------------------ decoding and the report
 
     def decoding(self) -> dict[str, Any]:
-        """The decoding spec as configured (the ``generate`` rule's params; the schema's default)."""
-        return dict(self.config["decoding"])
+        """The decoding spec as configured (the ``generate`` rule's params; the schema's default),
+        without ``seeds``: each seed's job gets :meth:`seeded_decoding` instead."""
+        return {k: v for k, v in self.config["decoding"].items() if k != "seeds"}
+
+    def sampling_seeds(self) -> list[int]:
+        """``decoding.seeds``: each variant is answered once per seed (empty: once, with ``decoding.seed``)."""
+        return [int(s) for s in self.config["decoding"].get("seeds") or []]
+
+    def seeded_decoding(self, seed: int | str) -> dict[str, Any]:
+        """The ``generate_seeded`` rule's decoding: the configured one with this run seed, which
+        :func:`~workflow_scripts.seeded_sampling.prompt_seed` hashes with each prompt id."""
+        return {**self.decoding(), "seed": int(seed)}
+
+    def seeds_of(self, variant: Variant) -> list[int | None]:
+        """The seeds a variant's answers exist for: ``[None]`` (one unseeded file) without
+        ``decoding.seeds`` and for reference outputs, which are not sampled here."""
+        seeds = self.sampling_seeds()
+        return [None] if not seeds or variant.kind == "reference" else list(seeds)
+
+    def generation_files(self) -> list[str]:
+        """Every answers file: one per (prompt set, variant, seed)."""
+        answered = self.answered()  # type: ignore[attr-defined]
+        return [self.layout.generation(ps, v.group, v.name, s) for ps, v in answered for s in self.seeds_of(v)]
+
+    def score_files(self) -> list[str]:
+        """Every score file: one per (prompt set, reward model, variant, seed)."""
+        L = self.layout
+        return [L.score(ps, rm, v.group, v.name, s) for ps, rm, v in self.scored() for s in self.seeds_of(v)]
 
     def pair_meta(self) -> dict[str, dict[str, Any]]:
         """Method and data fraction of each pair whose aligned model is trained here (DPO/SimPO).

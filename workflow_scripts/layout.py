@@ -24,6 +24,11 @@ REFERENCE_GROUP = "reference"
 RESERVED_GROUPS = (BASE_GROUP, REFERENCE_GROUP)
 """Group names the workflow uses itself: a pair may not be called one of them."""
 
+SEED_PREFIX = "seed"
+"""File stem of one sampling seed's answers or scores (``decoding.seeds``): ``<variant>/seed<s>.json``."""
+SEED_REGEX = r"[0-9]+"
+"""The seed wildcard: sampling seeds are non-negative integers (the schema says so)."""
+
 ALPHA_PREFIX = "alpha"
 SCHEME_PREFIX = "scheme_"
 LOGIT_PREFIX = "logit"
@@ -184,11 +189,15 @@ class Layout:
     def prompts(self, prompt_set: str) -> str:
         return f"{self.root}/prompts/{prompt_set}.jsonl"
 
-    def generation(self, prompt_set: str, group: str, variant: str) -> str:
-        return f"{self.root}/generations/{prompt_set}/{group}/{variant}.json"
+    def generation(self, prompt_set: str, group: str, variant: str, seed: int | str | None = None) -> str:
+        """A variant's answers; with a sampling seed (``decoding.seeds``) one file per seed under
+        ``<variant>/``, so adding a seed adds files and never renames one."""
+        stem = variant if seed is None else f"{variant}/{SEED_PREFIX}{seed}"
+        return f"{self.root}/generations/{prompt_set}/{group}/{stem}.json"
 
-    def score(self, prompt_set: str, rm: str, group: str, variant: str) -> str:
-        return f"{self.root}/scores/{prompt_set}/{rm}/{group}/{variant}.json"
+    def score(self, prompt_set: str, rm: str, group: str, variant: str, seed: int | str | None = None) -> str:
+        stem = variant if seed is None else f"{variant}/{SEED_PREFIX}{seed}"
+        return f"{self.root}/scores/{prompt_set}/{rm}/{group}/{stem}.json"
 
     def judge(self, prompt_set: str, group: str, variant: str) -> str:
         return f"{self.root}/alpaca_eval/{prompt_set}/{group}/{variant}"
@@ -241,6 +250,27 @@ class Layout:
     @property
     def report_files(self) -> dict[str, str]:
         return {k: f"{self.root}/report/{v}" for k, v in REPORT_FILES.items()}
+
+
+def split_seed(path: str | Path, stage: str) -> tuple[str, int | None]:
+    """A ``stage`` (``generations`` / ``scores``) file path → (the unseeded path of its variant, its
+    sampling seed or None): ``…/<group>/<variant>/seed<s>.json`` → ``…/<group>/<variant>.json``, s.
+
+    Told apart by depth below ``stage`` (one level more with a seed), not by the file name alone,
+    because a base model may itself be called ``seed1``.
+    """
+    p = Path(path)
+    depth = {"generations": 4, "scores": 5}[stage]
+    seeded = (
+        len(p.parts) > depth
+        and p.parts[-depth - 1] == stage
+        and p.name.startswith(SEED_PREFIX)
+        and p.name.endswith(".json")
+        and p.name[len(SEED_PREFIX) : -len(".json")].isdigit()
+    )
+    if not seeded:
+        return str(p), None
+    return f"{p.parent}.json", int(p.name[len(SEED_PREFIX) : -len(".json")])
 
 
 def parse_generation_path(path: str) -> tuple[str, Variant]:

@@ -384,9 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     params = read_json(a.params)
     scores = None
     if a.scores:
-        scores = {}
-        for p in sorted(Path(a.scores).glob("*/*/*/*.json")):
-            scores[(p.parts[-4], p.parts[-3], p.parts[-2], p.stem)] = read_json(p)
+        from .report.seeds import pool  # several sampling seeds: seed-averaged per-prompt scores
+
+        root = Path(a.scores)
+        paths = sorted(root.glob("*/*/*/*.json")) + sorted(root.glob("*/*/*/*/seed*.json"))
+        scores = pool([], [str(p) for p in paths]).scores
     study = build_study(
         pd.read_csv(a.summary), params.get("pair_meta", {}), params["evaluation"], list(params["reward_models"]), scores
     )

@@ -41,7 +41,7 @@ from .length_controlled import (
     lc_win_rate,
 )
 from .selection import select_alpha
-from .statistics import _boot_indices, _finite_floats, align, bootstrap_ci
+from .statistics import _boot_indices, _finite_floats, align, bootstrap_ci, bootstrap_ci_over_seeds
 from .win_rates import _import_alpaca_eval_metrics, preference_win_rate, preferences, win_rate
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "align",
     "answer_flags",
     "bootstrap_ci",
+    "bootstrap_ci_over_seeds",
     "diagnostics",
     "find_df_gamed",
     "lc_win_rate",

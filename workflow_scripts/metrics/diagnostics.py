@@ -39,12 +39,19 @@ def diagnostics(
     max_new_tokens: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    n_seeds: int = 1,
 ) -> dict[str, Any]:
     """Per-variant failure-mode summary over alpaca_eval-style records, each rate/mean with a CI.
 
     Truncation uses ``finish_reason == "length"`` (authoritative, written by the generation stage);
     only records without ``finish_reason`` fall back to ``n_tokens >= max_new_tokens``. When neither
     is available the truncation rate is NaN (unknown), not 0.
+
+    ``n_seeds`` > 1: ``records`` are that many sampling seeds' answers, seed after seed in one
+    prompt order; rates and means are then over every answer (= the mean over seeds) and CIs
+    resample prompts and seeds (:func:`.statistics.bootstrap_ci_over_seeds`), except ``distinct_2``,
+    which is undefined for some answers and is bootstrapped over the defined ones alone.
+    ``prompts_truncated`` counts prompts, once whatever the number of seeds.
     """
     if not records:
         raise ValueError("diagnostics: no records (empty generation file?)")
@@ -54,10 +61,11 @@ def diagnostics(
             if key not in rec:
                 raise ValueError(f"diagnostics: record {i} (id={rec.get('id')!r}) has no {key!r}")
         flags.append(answer_flags(rec["instruction"], rec["output"]))
-    boot = {"n_boot": n_boot, "seed": seed}
+    flat = {"n_boot": n_boot, "seed": seed}
+    boot = {**flat, "n_seeds": n_seeds}
     # prompts whose instruction the generation stage cut to fit the model's positions
-    n_cut = sum(bool(r.get("prompt_truncated_tokens")) for r in records)
-    out: dict[str, Any] = {"n": len(records), "prompts_truncated": n_cut}
+    n_cut = sum(bool(r.get("prompt_truncated_tokens")) for r in records) // n_seeds
+    out: dict[str, Any] = {"n": len(records) // n_seeds, "prompts_truncated": n_cut}
 
     n_tokens = [rec.get("n_tokens") for rec in records]
     if all(t is not None for t in n_tokens):
@@ -87,6 +95,6 @@ def diagnostics(
     ):
         _with_ci(out, name, np.array([f[key] for f in flags], dtype=float), **boot)
     d2 = np.array([f["distinct_2"] for f in flags], dtype=float)
-    _with_ci(out, "distinct_2", d2[~np.isnan(d2)], **boot)
+    _with_ci(out, "distinct_2", d2[~np.isnan(d2)], **flat)
     _with_ci(out, "repeated_ngram_ratio", np.array([f["repeated_ngram_ratio"] for f in flags]), **boot)
     return out

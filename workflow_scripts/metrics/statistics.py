@@ -1,7 +1,8 @@
 """Bootstrap confidence intervals and strict per-prompt alignment shared by every metric.
 
 Units: every statistic ``x`` with an interval comes with ``x_ci_low`` / ``x_ci_high`` (95 %
-percentile bootstrap over prompts, see :func:`bootstrap_ci`).
+percentile bootstrap over prompts, see :func:`bootstrap_ci`; over prompts and sampling seeds when a
+variant is answered once per seed, see :func:`bootstrap_ci_over_seeds`).
 """
 
 from __future__ import annotations
@@ -66,8 +67,78 @@ def bootstrap_ci(
     return (est, float(low), float(high))
 
 
-def _with_ci(out: dict, name: str, values, **boot) -> None:
-    est, lo, hi = bootstrap_ci(values, **boot)
+@functools.lru_cache(maxsize=4)
+def _seed_indices(n: int, k: int, n_boot: int, seed: int) -> np.ndarray:
+    """Second-stage draws of :func:`bootstrap_ci_over_seeds`: ``(n_boot, n, k)`` seed columns.
+
+    From a stream of their own (``default_rng([seed, 1])``), so the prompt-level draws stay exactly
+    those of :func:`_boot_indices` and the two bootstraps agree when the seeds do.
+    """
+    rng = np.random.default_rng([seed, 1])
+    idx = rng.integers(0, k, size=(n_boot, n, k), dtype=np.int32)
+    idx.setflags(write=False)
+    return idx
+
+
+def bootstrap_ci_over_seeds(
+    matrix: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    stat: Callable[..., float] = np.mean,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """``(estimate, low, high)`` of a statistic over a prompts × sampling-seeds matrix.
+
+    The two-stage (hierarchical) bootstrap of Davison & Hinkley (1997, §3.8): each replicate
+    resamples the prompts with replacement, then, within each drawn prompt, its seeds with
+    replacement, and applies ``stat`` to the n·k resampled values. Why this scheme and not the
+    two-way (crossed) one: a seed is not a factor shared by prompts here — each answer's random
+    stream is ``prompt_seed(seed, id)``, a hash of both, so seed 1 of prompt A and seed 1 of prompt
+    B are unrelated draws and seeds are *nested* in prompts. Resampling both stages adds the
+    within-prompt seed variance once more than resampling prompts alone over their seed means
+    (≈ σ²_seed / (n·k) of extra variance): with the few seeds a run affords, that errs on the wide
+    side. One seed column is :func:`bootstrap_ci`; when every seed of a prompt agrees the interval
+    is :func:`bootstrap_ci`'s over prompts (same prompt draws), so seeds only ever widen it.
+    """
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2:
+        raise ValueError(f"bootstrap_ci_over_seeds: expected a prompts x seeds matrix, got shape {m.shape}")
+    n, k = m.shape
+    if k == 1:
+        return bootstrap_ci(m[:, 0], stat=stat, n_boot=n_boot, seed=seed, level=level)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if np.isnan(m).any():
+        raise ValueError(f"bootstrap_ci_over_seeds: {int(np.isnan(m).sum())} NaN value(s) in input")
+    if n == 0:
+        return (float("nan"), float("nan"), float("nan"))
+    est = float(stat(m.ravel()))
+    if n == 1:
+        return (est, float("nan"), float("nan"))
+    rows = _boot_indices(n, n_boot, seed)
+    samples = m[rows[:, :, None], _seed_indices(n, k, n_boot, seed)].reshape(n_boot, n * k)
+    try:
+        boots = np.asarray(stat(samples, axis=1), dtype=float)
+    except TypeError:  # a stat without an ``axis`` argument
+        boots = np.array([stat(row) for row in samples], dtype=float)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(boots, [tail, 100.0 - tail])
+    return (est, float(low), float(high))
+
+
+def _with_ci(out: dict, name: str, values, *, n_seeds: int = 1, **boot) -> None:
+    """``out[name]`` and its CI; with ``n_seeds`` > 1, ``values`` are seed-major blocks of one
+    prompt order (every seed's answers, one seed after another) and the CI is over prompts and seeds."""
+    if n_seeds > 1:
+        arr = np.asarray(values, dtype=float)
+        if arr.size % n_seeds:
+            raise ValueError(f"{name}: {arr.size} values are not {n_seeds} equal seed blocks")
+        est, lo, hi = bootstrap_ci_over_seeds(arr.reshape(n_seeds, -1).T, **boot)
+    else:
+        est, lo, hi = bootstrap_ci(values, **boot)
     out[name], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = est, lo, hi
 
 

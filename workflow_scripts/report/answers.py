@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..layout import Variant
+from .seeds import Pooled
 from .summary import GenKey, ScoreKey, pair_variants, wanted_variants
 
 
@@ -91,3 +92,20 @@ def answer_table(
                         }
                     )
     return rows
+
+
+def seeded_answer_table(pooled: Pooled, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """:func:`answer_table` over every sampling seed (:mod:`.seeds`): each answer with its own
+    seed's scores; rows of a seed's answers carry ``seed`` (none without ``decoding.seeds``)."""
+    rows = []
+    for seed, generations, scores in pooled.per_seed():
+        part = answer_table(generations, scores, params)
+        rows += part if seed is None else [{**r, "seed": seed} for r in part]
+    return rows
+
+
+def first_seed_answers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The answers the browser shows: one per (variant, prompt), the first sampling seed's."""
+    seeds = [r["seed"] for r in rows if "seed" in r]
+    first = min(seeds, default=None)
+    return [r for r in rows if r.get("seed", first) == first]

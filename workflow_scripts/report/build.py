@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..common import read_json, setup_logging
 from ..layout import REPORT_FILES
-from .answers import answer_table
+from .answers import first_seed_answers, seeded_answer_table
 from .browser import browser_data, browser_html
 from .extras import layer_delta, training_plot
 from .files import write_csv, write_text
@@ -20,7 +20,8 @@ from .markdown import summary_markdown
 from .pages import overview_rst, summary_html
 from .plots import plot_diagnostics, plot_rewards
 from .published import published_comparison
-from .summary import build_summary, generation_key, score_key
+from .seeds import pool
+from .summary import build_summary
 from .tidy import per_prompt_long, results_long
 
 log = logging.getLogger(__name__)
@@ -39,21 +40,23 @@ def build_report(inputs: Mapping[str, Any], outputs: Mapping[str, str], params: 
     searched = _as_list(inputs.get("searched"))  # the searched α's answers and scores on every prompt set
     gen_paths = _as_list(inputs.get("generations")) + [p for p in searched if "/generations/" in p]
     score_paths = _as_list(inputs.get("scores")) + [p for p in searched if "/scores/" in p]
-    generations = {generation_key(p): read_json(p) for p in gen_paths}
-    scores = {score_key(p): read_json(p) for p in score_paths}
+    pooled = pool(gen_paths, score_paths)  # several sampling seeds per variant: .seeds
+    generations, scores = pooled.generations, pooled.scores
     if "experiment" not in params:  # the title only: results/<experiment>/report/summary.csv
         params = {**params, "experiment": Path(outputs["summary_csv"]).parent.parent.name}
-    df = mark_searched(build_summary(generations, scores, params), search)
+    summary = build_summary(generations, scores, params, matrices=pooled.matrices, n_seeds=pooled.n_seeds)
+    df = mark_searched(summary, search)
     write_csv(df, outputs["summary_csv"])
     write_text(summary_markdown(df, params), outputs["summary_md"])
-    answers = answer_table(generations, scores, params)
+    answers = seeded_answer_table(pooled, params)
     if "results_long" in outputs:
         write_csv(results_long(df, params), outputs["results_long"])
         write_csv(per_prompt_long(answers), outputs["per_prompt"])
         write_text(summary_html(df, params), outputs["summary_html"])
         write_text(overview_rst(df, params), outputs["overview_rst"])
         title = f"ExPO answers — {params['experiment']}"
-        write_text(browser_html(browser_data(answers, df, params), title), outputs["answers_html"])
+        shown = first_seed_answers(answers)
+        write_text(browser_html(browser_data(shown, df, params), title), outputs["answers_html"])
     plot_rewards(df, params, outputs["reward_plot"])
     plot_diagnostics(df, outputs["diagnostics_plot"])
     layer_delta(_as_list(inputs.get("manifests")), outputs["delta_csv"], outputs["delta_plot"])
@@ -85,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     res = Path(a.results)
     out = Path(a.out or res / "report")
     inputs = {
-        "generations": [str(p) for p in sorted(res.glob("generations/*/*/*.json"))],
-        "scores": [str(p) for p in sorted(res.glob("scores/*/*/*/*.json"))],
+        "generations": [str(p) for p in sorted(res.glob("generations/*/*/*.json"))]
+        + [str(p) for p in sorted(res.glob("generations/*/*/*/seed*.json"))],
+        "scores": [str(p) for p in sorted(res.glob("scores/*/*/*/*.json"))]
+        + [str(p) for p in sorted(res.glob("scores/*/*/*/*/seed*.json"))],
         "manifests": [str(p) for p in sorted(res.glob("manifests/*/*.json"))],
         "training": [str(p) for p in sorted(res.glob("trained/*")) if (p / "training_history.csv").exists()],
         "published": a.published,

@@ -67,10 +67,17 @@ def display_table(g: pd.DataFrame, rms: Sequence[str], baseline: str, chosen_mar
     return table
 
 
-def legend_lines(params: Mapping[str, Any]) -> list[str]:
-    """What the columns mean: reward models, win-rate baseline, α axis, the dev choice rule."""
+def legend_lines(params: Mapping[str, Any], df: pd.DataFrame | None = None) -> list[str]:
+    """What the columns mean: reward models, win-rate baseline, α axis, the dev choice rule, and
+    (when ``df`` has variants answered over several sampling seeds) what the numbers are over."""
     ev = params["evaluation"]
     lines = [f"**{rm}**: {spec['label']}" for rm, spec in params["reward_models"].items()]
+    if df is not None and "n_seeds" in df and (df.n_seeds > 1).any():
+        k = int(df.n_seeds.max())
+        lines.append(
+            f"sampling seeds: each variant answered {k} times; rewards are averaged per prompt over seeds "
+            "(means, win rates and the dev choice use them) and reward CIs resample prompts and seeds."
+        )
     return lines + [
         f"win rates: each variant's answer vs the **{ev.get('baseline', 'aligned')}** model's answer to the "
         "same prompt, judged by the reward model (ties count half); 95 % bootstrap CIs over prompts.",
@@ -85,7 +92,7 @@ def summary_markdown(df: pd.DataFrame, params: Mapping[str, Any]) -> str:
     """A readable Markdown version of the table, with a verdict line per pair and prompt set."""
     ev = params["evaluation"]
     rms = shown_reward_models(df, params)
-    lines = ["# ExPO report", "", *[f"- {x}" for x in legend_lines(params)], ""]
+    lines = ["# ExPO report", "", *[f"- {x}" for x in legend_lines(params, df)], ""]
     for (pair, ps), g in df.groupby(["pair", "prompt_set"], sort=False):
         lines += [f"## {pair} — {ps}", ""]
         lines += [display_table(g, rms, ev.get("baseline", "aligned")).to_markdown(index=False), ""]

@@ -58,7 +58,7 @@ def summary_html(df: pd.DataFrame, params: Mapping[str, Any], answers_href: str 
     title = f"ExPO summary — {params.get('experiment', '')}".rstrip(" —")
     parts = [f"<h1>{html.escape(title)}</h1>", '<div class="headline"><ul>']
     parts += [f"<li>{html.escape(x)}</li>" for x in headline(df, params)]
-    parts += ["</ul></div>", "<ul>", *[f"<li>{_md_inline(x)}</li>" for x in legend_lines(params)]]
+    parts += ["</ul></div>", "<ul>", *[f"<li>{_md_inline(x)}</li>" for x in legend_lines(params, df)]]
     parts += [
         f'<li>Every answer, side by side with its rewards and flags: <a href="{html.escape(answers_href)}">'
         "the answer browser</a> (also in the report's <i>Answers</i> category).</li>",

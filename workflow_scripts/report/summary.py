@@ -73,11 +73,21 @@ def baseline_variant(params: Mapping[str, Any], pair: Mapping[str, str]) -> tupl
     return (Variant.reference() if side == "reference" else Variant.base(pair[side])).as_tuple()
 
 
-def _reward_columns(rm: str, mine: list[dict], base: list[dict] | None, boot: Mapping[str, int]) -> dict[str, float]:
-    """Mean reward with CI, the scorer's extra per-answer fields as means, win rate vs ``base``."""
-    from ..metrics import bootstrap_ci, win_rate
+def _reward_columns(
+    rm: str, mine: list[dict], base: list[dict] | None, boot: Mapping[str, int], seeds: np.ndarray | None = None
+) -> dict[str, float]:
+    """Mean reward with CI, the scorer's extra per-answer fields as means, win rate vs ``base``.
 
-    m, lo, hi = bootstrap_ci([s["reward"] for s in mine], **boot)
+    ``seeds``: the rewards as prompts × sampling seeds (``mine`` then holds per-prompt means over
+    seeds); the mean's CI then resamples prompts and seeds. The win rate compares per-prompt means
+    over seeds, its CI resamples prompts.
+    """
+    from ..metrics import bootstrap_ci, bootstrap_ci_over_seeds, win_rate
+
+    if seeds is None:
+        m, lo, hi = bootstrap_ci([s["reward"] for s in mine], **boot)
+    else:
+        m, lo, hi = bootstrap_ci_over_seeds(seeds, **boot)
     out = {f"{rm}_mean": m, f"{rm}_ci_low": lo, f"{rm}_ci_high": hi}
     extras = sorted(set(mine[0]) - {"id", "reward"}) if mine else []  # e.g. the gold reward's parts
     for field in extras:
@@ -110,7 +120,10 @@ def paired_difference(
 
 def _paired_columns(rm: str, mine: list[dict], aligned: list[dict] | None, boot: Mapping[str, int]) -> dict[str, float]:
     """``<rm>_diff_vs_aligned`` with its paired CI; none without the aligned model's scores (and
-    none for the aligned model itself: the caller passes ``aligned=None``)."""
+    none for the aligned model itself: the caller passes ``aligned=None``). Over several sampling
+    seeds both are seed-averaged per-prompt rewards (:mod:`.seeds`), so the difference is between
+    per-prompt means over seeds and its CI resamples prompts (each prompt's mean carries its seeds'
+    noise)."""
     if aligned is None:
         return {}
     m, lo, hi, _ = paired_difference(mine, aligned, boot)
@@ -146,10 +159,20 @@ def build_summary(
     generations: Mapping[GenKey, list[dict]],
     scores: Mapping[ScoreKey, list[dict]],
     params: Mapping[str, Any],
+    *,
+    matrices: Mapping[ScoreKey, np.ndarray] | None = None,
+    n_seeds: Mapping[GenKey, int] | None = None,
 ) -> pd.DataFrame:
-    """One row per (pair, prompt set, variant) with rewards, win rates and diagnostics."""
+    """One row per (pair, prompt set, variant) with rewards, win rates and diagnostics.
+
+    Variants answered over several sampling seeds (:mod:`.seeds`) come with ``n_seeds`` (their
+    answers pooled seed after seed in ``generations``), seed-averaged per-prompt ``scores`` and the
+    prompts × seeds reward ``matrices``; their rows get an ``n_seeds`` column and CIs over prompts
+    and seeds. ``n`` counts prompts either way.
+    """
     from ..metrics import diagnostics
 
+    matrices, n_seeds = matrices or {}, n_seeds or {}
     ev = params["evaluation"]
     boot = {"n_boot": int(ev.get("bootstrap", 1000)), "seed": int(ev.get("seed", 0))}
     rows = []
@@ -166,18 +189,25 @@ def build_summary(
                     continue
                 if gkey not in generations:
                     raise ValueError(f"no generations for {gkey}")
-                recs = generations[gkey]
-                row = _identity(pair_name, pair, ps, group, name, len(recs))
+                recs, k = generations[gkey], n_seeds.get(gkey, 1)
+                row = _identity(pair_name, pair, ps, group, name, len(recs) // k)
+                if n_seeds:
+                    row["n_seeds"] = k
                 for rm in params["reward_models"]:
-                    if (ps, rm, group, name) not in scores:
+                    skey = (ps, rm, group, name)
+                    if skey not in scores:
                         continue  # e.g. the gold reward on a non-world prompt set
-                    mine = scores[(ps, rm, group, name)]
-                    row.update(_reward_columns(rm, mine, scores.get((ps, rm, *base_key)), boot))
+                    mine = scores[skey]
+                    row.update(_reward_columns(rm, mine, scores.get((ps, rm, *base_key)), boot, matrices.get(skey)))
                     aligned = None if (group, name) == aligned_key else scores.get((ps, rm, *aligned_key))
                     row.update(_paired_columns(rm, mine, aligned, boot))
-                row.update(_lc_columns(params, ps, recs, generations, scores, (ps, group, name), base_key))
+                if k == 1 and n_seeds.get((ps, *base_key), 1) == 1:
+                    row.update(_lc_columns(params, ps, recs, generations, scores, (ps, group, name), base_key))
+                elif params.get("prompt_set_sources", {}).get(ps) == "alpaca_eval":
+                    row.update(lc_win_rate=math.nan, lc_note="not computed over several sampling seeds")
                 if gkey not in diag_cache:
-                    diag_cache[gkey] = diagnostics(recs, max_new_tokens=params.get("max_new_tokens"), **boot)
+                    max_new = params.get("max_new_tokens")
+                    diag_cache[gkey] = diagnostics(recs, max_new_tokens=max_new, n_seeds=k, **boot)
                 row.update(_diagnostic_columns(diag_cache[gkey]))
                 rows.append(row)
     return mark_chosen_alpha(pd.DataFrame(rows), ev)

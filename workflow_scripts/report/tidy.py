@@ -120,10 +120,17 @@ def per_prompt_long(answers: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Per-answer measurements (:func:`.answers.answer_table` rows) in long form
     (:data:`PER_PROMPT_COLUMNS`): rewards, the scorer's parts, length and the failure-mode flags."""
     rows = []
+    seeded = any("seed" in a for a in answers)  # decoding.seeds: a `seed` column after `prompt_id`
     for a in answers:
         ident = {**{c: a[c] for c in IDENTITY_COLUMNS}, "prompt_id": a["prompt_id"]}
+        if seeded:
+            ident["seed"] = a.get("seed")
         for metric, rm, value, unit in _measurements(a):
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
             rows.append({**ident, "metric": metric, "reward_model": rm, "value": float(value), "unit": unit})
-    return pd.DataFrame(rows, columns=PER_PROMPT_COLUMNS)
+    columns = PER_PROMPT_COLUMNS
+    if seeded:
+        at = columns.index("prompt_id") + 1
+        columns = [*columns[:at], "seed", *columns[at:]]
+    return pd.DataFrame(rows, columns=columns)
