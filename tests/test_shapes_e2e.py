@@ -25,7 +25,8 @@ def small_config() -> dict:
     cfg = yaml.safe_load(EXPERIMENT.read_text())
     cfg["experiment"] = "shapes_small"
     cfg["shapes_world"].update(n_sft=60, n_pref=40, n_eval=6, n_dev=4)
-    cfg["training"]["sft"].update(epochs=1, batch_size=16)
+    # 64 SFT steps: the tiny model names shapes, so CHAIR and recall have mentions to resample
+    cfg["training"]["sft"].update(epochs=8, batch_size=16)
     cfg["extrapolation"]["alphas"] = [2]
     cfg["decoding"]["max_new_tokens"] = 12
     cfg["evaluation"]["bootstrap"] = 100
