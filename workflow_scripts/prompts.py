@@ -25,6 +25,7 @@ remedy when the hub cannot be reached (no network, ``HF_HUB_OFFLINE=1``, file no
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -264,20 +265,34 @@ def _apply_limit(records: list[dict], limit: Any) -> list[dict]:
     return records[:limit]
 
 
+def _prompt_key(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """What makes a prompt: its instruction, and for a multimodal prompt also its image (a path or
+    a shapes-world scene) and its gold task, since one question about two images is two prompts
+    (and POPE asks the same question in each of its splits)."""
+    image = record.get("image", record.get("scene"))
+    if image is None:
+        return (record["instruction"],)
+    task = record.get("task")
+    return tuple(x if isinstance(x, str) else json.dumps(x, sort_keys=True) for x in (record["instruction"], image, task))
+
+
 def unique_instructions(records: list[dict], what: str) -> list[dict]:
-    """The records whose instruction has not occurred before (first occurrence kept, order kept).
+    """The records whose prompt (instruction, plus the image of a multimodal prompt) has not
+    occurred before (first occurrence kept, order kept).
 
     Why: alpaca_eval joins answers to reference answers by instruction, so a repeated instruction
     multiplies rows (the demo's 120 eval prompts with 45 distinct instructions became 496 pairs),
     and the report's bootstrap would count repeats as independent prompts. A prompt set therefore
-    holds each instruction once; the repeats dropped are logged.
+    holds each instruction once; the repeats dropped are logged. Multimodal sets are scored by
+    record, not through alpaca_eval, and repeat their instructions over different images.
     """
-    seen: set[str] = set()
+    seen: set[tuple[str, ...]] = set()
     out = []
     for r in records:
-        if r["instruction"] in seen:
+        key = _prompt_key(r)
+        if key in seen:
             continue
-        seen.add(r["instruction"])
+        seen.add(key)
         out.append(r)
     if len(out) < len(records):
         log.warning(

@@ -219,7 +219,9 @@ def build_shapes_world(
     sizes = {"sft": n_sft, "prefs": n_pref, "eval": n_eval, "dev": n_dev}
     # one random stream per split: a larger eval set leaves the training data unchanged
     rngs = {name: random.Random(f"{seed}-{name}") for name in sizes}
-    scenes = {name: [sample_scene(rngs[name], partner) for _ in range(n)] for name, n in sizes.items()}
+    scenes = {name: [sample_scene(rngs[name], partner) for _ in range(sizes[name])] for name in ("sft", "prefs")}
+    for name in ("eval", "dev"):
+        scenes[name] = _distinct_scenes(rngs[name], partner, n_eval if name == "eval" else n_dev)
     freq = Counter(o["shape"] for sc in scenes["sft"] for o in sc["objects"])
     popular = sorted(SHAPES, key=lambda s: (-freq[s], s))
     out = {
@@ -229,6 +231,21 @@ def build_shapes_world(
     for name in ("eval", "dev"):
         out[name] = _prompt_records(name, scenes[name], partner, popular, rngs[name])
     return out
+
+
+def _distinct_scenes(rng: random.Random, partner: dict[str, str], n: int) -> list[dict]:
+    """``n`` different scenes: a prompt set holds each (question, image) once, so a repeated
+    scene would be dropped from it and shrink the evaluation."""
+    out, seen = [], set()
+    for _ in range(100 * n):
+        sc = sample_scene(rng, partner)
+        key = repr(sc)
+        if key not in seen:
+            seen.add(key)
+            out.append(sc)
+            if len(out) == n:
+                return out
+    raise ValueError(f"shapes world: cannot draw {n} different scenes (found {len(out)})")
 
 
 def _prompt_records(name: str, scenes: list[dict], partner: dict, popular: list[str], rng: random.Random) -> list[dict]:
