@@ -114,3 +114,15 @@ def test_split_sizes_are_independent_and_descriptions_come_first():
     assert small["sft"] == big["sft"] and small["prefs"] == big["prefs"] and small["dev"] == big["dev"]
     kinds = [r["task"]["kind"] for r in big["eval"]]
     assert kinds[:40] == ["describe"] * 40 and set(kinds[40:]) == {"pope"}
+
+
+def test_prompt_set_keeps_every_scene_and_pope_split(tmp_path):
+    from workflow_scripts.common import read_jsonl, write_jsonl
+    from workflow_scripts.world.shapes_build import write_shapes_prompts
+
+    w = S.build_shapes_world(seed=0, n_sft=10, n_pref=10, n_eval=30, n_dev=1)
+    write_jsonl(tmp_path / "eval.jsonl", w["eval"])
+    write_shapes_prompts(str(tmp_path / "eval.jsonl"), str(tmp_path / "set.jsonl"), {})
+    kept = read_jsonl(tmp_path / "set.jsonl")
+    # one instruction over 30 images, and POPE's splits repeating a question: all are prompts
+    assert len(kept) == len(w["eval"]) == 30 * 7
