@@ -35,7 +35,7 @@ def paths(args, variant: str) -> dict:
 def ensure(args, variants: list[str]) -> None:
     targets = [p for v in variants for p in paths(args, v)["scores"].values() if not Path(p).exists()]
     if targets:
-        cmd = ["snakemake", "--cores", "1", *args.snakemake, *targets]
+        cmd = ["snakemake", "--cores", "1", *args.snakemake, "--", *targets]  # "--": --configfile takes many values
         subprocess.run(cmd, check=True)
 
 

@@ -1,7 +1,8 @@
 """Source checkpoints: hub snapshots at a pinned revision, GGUF files converted to safetensors.
 
 Local folders are used in place (no copy); trained models come from rules/train.smk. A PEFT adapter
-(`adapter_of: <model>`) is merged into that model's folder, its input.
+(`adapter_of: <model>`) is merged into that model's folder, its input; a `compose` model is built
+from its vision and language models' folders, its inputs.
 """
 
 

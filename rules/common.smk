@@ -232,6 +232,14 @@ def search_report_targets():
     return files + ([L.logit_report] if EXP.logit_alphas() else [])
 
 
+def search_plan_spec(wildcards):
+    return EXP.search.plan_spec(wildcards.pair)
+
+
+def search_result_spec(wildcards):
+    return EXP.search.result_spec(wildcards.pair)
+
+
 def search_aligned(wildcards):
     return config["pairs"][wildcards.pair]["aligned"]
 

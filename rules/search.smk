@@ -2,7 +2,9 @@
 
 The search is a chain of checkpoints, one per round: round r reads the dev scores of every
 candidate asked for so far and writes the next candidates; each candidate is an ordinary
-`<pair>/alpha<α>` extrapolate → generate → score job (shared with the fixed grid). The walk over
+`<pair>/alpha<α>` extrapolate → generate → score job (shared with the fixed grid), or, in the
+layer-group rounds that follow a converged uniform search (`extrapolation.search.layers`), a
+`<pair>/scheme_search_<partition>_<α runs>` variant built by `extrapolate_scheme`. The walk over
 the rounds and the budget live in `workflow_scripts/search/planning.py`.
 """
 
@@ -20,7 +22,7 @@ checkpoint search_plan:
     conda:
         f"{ENVS}/report.yaml"
     params:
-        spec=EXP.search.plan_spec() if EXP.search.enabled else None,
+        spec=search_plan_spec,
         aligned=search_aligned,
     script:
         f"{SMK}/search_plan.py"
@@ -40,7 +42,7 @@ checkpoint search_result:
     conda:
         f"{ENVS}/report.yaml"
     params:
-        spec=EXP.search.result_spec() if EXP.search.enabled else None,
+        spec=search_result_spec,
         aligned=search_aligned,
     script:
         f"{SMK}/search_result.py"

@@ -40,7 +40,8 @@ WORKFLOW_PARTS = (
 
 @pytest.fixture(scope="module")
 def workflow_copy(tmp_path_factory) -> Path:
-    """The workflow's files (no results, no tests) in a temporary folder."""
+    """The workflow's files (no results, no tests) in a temporary folder, with an empty stand-in for
+    every local data file an experiment names (a dry run checks that inputs exist, never reads them)."""
     root = tmp_path_factory.mktemp("wf")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for part in WORKFLOW_PARTS:
@@ -50,6 +51,12 @@ def workflow_copy(tmp_path_factory) -> Path:
         elif src.exists():
             shutil.copy2(src, root / part)
     _placeholder_data(root)
+    for name in EXPERIMENTS:  # and local training data files
+        cfg = yaml.safe_load((REPO / "experiments" / f"{name}.yaml").read_text())
+        for entry in (cfg.get("datasets") or {}).values():
+            if entry["source"] == "file" and not Path(entry["path"]).is_absolute():
+                (root / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+                (root / entry["path"]).touch()
     return root
 
 
@@ -243,6 +250,58 @@ def test_smollm2_offline_never_trains_on_evaluated_prompts():
     assert all(rm.get("label") for rm in cfg["reward_models"].values())
 
 
+# ------------------------------------------------------------------------------ the report's VLM
+
+
+def test_llava_report_composition_plan(workflow_copy):
+    """CLIP + open_llama composed, projector-first SFT → instruction SFT → DDPO 20 %, LLM-only α sweep."""
+    jobs = plan(workflow_copy, "llava_report_composition")
+    assert jobs["checkpoint_model"] == {"checkpoints/clip_vit_b16", "checkpoints/open_llama_3b", "checkpoints/composed"}
+    assert jobs["train_model"] == {"trained/projector", "trained/sft", "trained/ddpo_0.2"}
+    alphas = ["0.5", "1", "2", "4", "8"]
+    assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"ddpo/alpha{a}.json" for a in alphas}
+    assert "extrapolate_scheme" not in jobs
+    pairs = {"ddpo": {"sft": "sft", "aligned": "ddpo_0.2", "alphas": alphas, "schemes": []}}
+    assert jobs["prompt_set"] == {"prompts/pope.jsonl", "prompts/chair.jsonl", "prompts/chair_dev.jsonl"}
+    full, dev = _json(expected_variants(pairs)), _json(expected_variants(pairs, dev=True))
+    for ps in ("pope", "chair"):
+        assert files_under(jobs, "generate", f"generations/{ps}") == full
+        assert files_under(jobs, "hallucination", f"hallucination/{ps}") == full
+    assert files_under(jobs, "generate", "generations/chair_dev") == dev
+    assert files_under(jobs, "score", "scores/pope/gold") == full  # POPE correctness; CHAIR by the hallucination rule
+    assert len(jobs["generate"]) == 7 + 7 + 6
+
+
+def test_llava_report_composition_hyperparameters():
+    """The report's numbers, and a projector that stays one linear layer in every training stage."""
+    from workflow_scripts.config_schema import validate_config
+    from workflow_scripts.experiment import Experiment
+
+    cfg = yaml.safe_load((REPO / "experiments/llava_report_composition.yaml").read_text())
+    validate_config(cfg)
+    exp = Experiment(cfg)
+    hp = exp.hparams("ddpo_0.2")
+    assert hp["ddpo"] == {"gamma": 2.0, "average": False} and hp["beta"] == 0.1 and hp["lr"] == 2e-6
+    assert (hp["epochs"], hp["batch_size"] * hp["grad_accum"], hp["weight_decay"], hp["warmup_ratio"]) == (
+        3,
+        8,
+        0.01,
+        0.03,
+    )
+    assert hp["lora"] and "freeze" not in hp  # the default: vision tower and projector frozen
+    assert cfg["models"]["ddpo_0.2"]["fraction"] == 0.2
+    comp = cfg["models"]["composed"]
+    assert (comp["projector_hidden_act"], comp["projector_layers"], comp["vision_feature_layer"]) == ("linear", 1, -2)
+    for stage in ("projector", "sft"):
+        assert "multi_modal_projector.linear_2" in exp.hparams(stage)["freeze"]
+    assert {"vision_tower", "language_model", "lm_head"} <= set(exp.hparams("projector")["freeze"])
+    assert exp.model_is_multimodal("composed") and exp.is_image("composed")
+    assert exp.checkpoint_inputs("composed") == {
+        "vision": exp.model_dir("clip_vit_b16"),
+        "language": exp.model_dir("open_llama_3b"),
+    }
+
+
 # ------------------------------------------------------------------------------ a vision-language model
 
 
@@ -286,6 +345,6 @@ def test_experiment_replaces_the_default_config(workflow_copy, experiment):
     assert groups <= set(cfg["pairs"]) | {"base"}
     prompt_sets = {p.split("/")[1] for p in jobs["generate"]}
     assert prompt_sets == set(cfg["prompt_sets"])
-    scorers = {p.split("/")[2] for p in jobs["score"]}
+    scorers = {p.split("/")[2] for p in jobs.get("score", ())}
     assert scorers == set(cfg["reward_models"])
     assert ("world_data" in jobs) == ("world" in cfg)

@@ -25,6 +25,7 @@ from workflow_scripts.search import (
     write_log,
 )
 from workflow_scripts.search.core import round_sig
+from workflow_scripts.search.layers import partition_groups
 
 N_PROMPTS = 60
 PROMPT_EFFECT = np.random.default_rng(123).normal(0, 1, N_PROMPTS)
@@ -126,7 +127,7 @@ def test_search_log_rows_and_csv(tmp_path):
     assert all(r["ci_low"] <= r["score"] <= r["ci_high"] for r in res.rows)
     ev0 = evaluation({"gold": 0.0}, "zero")
     uni, lay = search({"alpha0": ev0}, {"budget": 0, "layers": {"partitions": ["thirds"]}}, num_layers=L)
-    assert uni.done and uni.best == Candidate.uniform(0) and lay is not None and "no extrapolation" in lay.stop_reason
+    assert uni.done and uni.best == Candidate.uniform(0) and uni.budget_cut and lay is None  # not converged
     out = tmp_path / "alpha_search.csv"
     write_log([{"stage": "uniform", **r} for r in res.rows], out)
     with open(out) as fh:
@@ -273,8 +274,10 @@ def test_layer_candidates_are_engine_schemes():
     assert s.alpha_for("lm_head.weight", L)[0] == 12.0 and s.alpha_for("model.embed_tokens.weight", L)[0] == 1.0
     assert Candidate((2.0, 2.0, 2.0), "thirds").name != Candidate.uniform(2.0).name
     assert round_sig(math.sqrt(2)) == 1.41
+    per_layer = Candidate((1.0, 2.0), "layers")  # its vector says the depth: 2 layers
+    assert scheme_spec(per_layer, None, cfg) == scheme_spec(per_layer, 2, cfg)
     with pytest.raises(ValueError, match="needs the model's num_hidden_layers"):
-        scheme_spec(Candidate((1.0,), "layers"), None, cfg)
+        partition_groups("layers", None, cfg)
 
 
 def test_layer_search_without_extrapolation_stops_at_once():
@@ -299,7 +302,7 @@ def test_plan_files_round_trip(tmp_path):
 
     curve = lambda a: peaked(a, 2.0)  # noqa: E731
     inputs = {"alpha0": files("alpha0", evaluation({"gold": curve(0)}, "a0"))}
-    spec = {"grid": [0.5, 2, 8], "budget": 6, "layers": {"partitions": ["thirds"], "budget": 6}}
+    spec = {"grid": [0.5, 2, 8], "budget": 6, "min_ratio": 2.5, "layers": {"partitions": ["thirds"], "budget": 6}}
     for _ in range(20):
         plan = write_plan(inputs, spec, tmp_path / "plan.json", tmp_path / "alpha_search.csv", num_layers=L)
         if plan["done"]:
@@ -315,3 +318,32 @@ def test_plan_files_round_trip(tmp_path):
     with open(tmp_path / "alpha_search.csv") as fh:
         stages = {r["stage"] for r in csv.DictReader(fh)}
     assert stages == {"uniform", "layers"}
+
+
+def test_group_candidate_names_read_back():
+    for c in [
+        Candidate((1.0, 1.0, 2.0), "thirds"),
+        Candidate((0.5, 2.0, 2.0, 2.0, 1.41, 0.707), "sixths"),
+        Candidate(tuple(float(i % 3 + 1) for i in range(2 * L)), "layers+attn_mlp"),
+        Candidate((1.0, 4.0), "components"),
+        Candidate.uniform(2.83),
+    ]:
+        assert Candidate.from_name(c.name) == c
+    assert Candidate((1.0, 1.0, 2.0), "thirds").name == "scheme_search_thirds_1x2_2"
+    with pytest.raises(ValueError, match="not a search candidate name"):
+        Candidate.from_name("scheme_search_thirds_1_two")
+    with pytest.raises(ValueError, match="exceeds 200 characters"):
+        Candidate(tuple(float(i + 1) for i in range(80)), "layers").name  # noqa: B018
+
+
+def test_layer_search_skips_repeated_splits_and_empty_groups():
+    """On 6 layers sixths and per-layer split alike (per-layer is skipped); on 2 layers the middle
+    third is empty (no moves for it)."""
+    cfg = LayerConfig(partitions=("thirds", "sixths", "layers"), budget=60)
+    res, _, _ = drive_layers([1, 1, 1, 1, 1, 1], cfg, start=1.0, sigma=0.01)
+    assert {r["partition"] for r in res.rows} == {"uniform", "thirds", "sixths"}
+    ev0 = evaluation({"gold": 0.0}, "zero")
+    evals = {"alpha0": ev0, "alpha1": evaluation({"gold": 1.0}, "one")}
+    res2 = layer_search(evals, Scorer(Objective(), ev0), LayerConfig(partitions=("thirds",)), 1.0, 2)
+    labels = ["thirds[2, 1, 1]", "thirds[0.5, 1, 1]", "thirds[1, 1, 2]", "thirds[1, 1, 0.5]"]
+    assert [c.label for c in res2.pending] == labels

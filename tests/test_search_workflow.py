@@ -66,9 +66,9 @@ def test_plan_inputs_are_the_earlier_rounds_scores_and_plan():
     exp = Experiment(demo_config(budget=5))
     load = plans(([1, 4], False), ([2], False))
     r = "results/demo"
-    assert exp.search.plan_inputs("dpo", 0, load) == [f"{r}/scores/dev/gold/base/dpo_0.1.json"]
+    assert exp.search.plan_inputs("dpo", 0, load) == [f"{r}/scores/dev/gold/base/dpo_0.05.json"]
     assert exp.search.plan_inputs("dpo", 2, load) == [
-        f"{r}/scores/dev/gold/base/dpo_0.1.json",
+        f"{r}/scores/dev/gold/base/dpo_0.05.json",
         f"{r}/scores/dev/gold/dpo/alpha1.json",
         f"{r}/scores/dev/gold/dpo/alpha4.json",
         f"{r}/scores/dev/gold/dpo/alpha2.json",
@@ -107,9 +107,82 @@ def test_summary_hooks_add_and_mark_the_searched_alpha(tmp_path):
     params = with_searched({"variants": [["dpo", "alpha1"]], "variants_by_prompt_set": {"eval": []}}, [str(res)])
     assert params["variants"] == [["dpo", "alpha1"], ["dpo", "alpha1.41"]]
     assert params["variants_by_prompt_set"]["eval"] == [["dpo", "alpha1.41"]]
-    df = pd.DataFrame({"pair": ["dpo", "dpo"], "kind": ["alpha", "alpha"], "alpha": [1.0, 1.41], "variant": ["a", "b"]})
+    ids = ["dpo/alpha1", "dpo/alpha1.41", "dpo/scheme_search_thirds_1_2x2"]
+    df = pd.DataFrame({"pair": ["dpo"] * 3, "variant_id": ids, "variant": ["a", "b", "c"]})
     out = mark_searched(df, [str(res)])
-    assert out.searched.tolist() == [False, True] and out.variant.iloc[1] == "b" + SEARCHED_SUFFIX
+    assert out.searched.tolist() == [False, True, False] and out.variant.iloc[1] == "b" + SEARCHED_SUFFIX
+    best = {"variant": "scheme_search_thirds_1_2x2", "label": "thirds[1, 2, 2]"}
+    res.write_text(json.dumps({"best_uniform_alpha": 1.41, "stage": "layers", "best": best}))
+    assert with_searched({"variants": []}, [str(res)])["variants"] == [["dpo", "alpha1.41"], ["dpo", best["variant"]]]
+    out = mark_searched(df, [str(res)])
+    assert out.searched.tolist() == [False, True, True] and out.variant.iloc[2] == "thirds[1, 2, 2]" + SEARCHED_SUFFIX
+
+
+# ------------------------------------------------------------------ layer rounds, through the rules' functions
+
+DEV_IDS = [f"p{i}" for i in range(12)]
+BOOSTED = [1.0, 1.0, 1.0, 1.0, 2.0, 2.0]  # the late third doubled: the one real improvement
+LUCKY = [1.0, 1.0, 0.5, 0.5, 2.0, 2.0]  # better on average than BOOSTED, but within the dev noise
+
+
+def scripted_reward(name: str, aligned: str) -> list[float]:
+    """Dev gold rewards of a candidate: a uniform curve peaking at α = 1 (per layer), BOOSTED 0.3
+    above it, LUCKY 0.05 above BOOSTED with ±1 noise per prompt, aligned 0.5."""
+    from workflow_scripts.schemes import Scheme
+    from workflow_scripts.search import Candidate, LayerConfig, scheme_spec
+
+    noise = [0.01 * ((i * 7) % 5 - 2) for i in range(len(DEV_IDS))]
+    if name == aligned:
+        return [0.5 + n for n in noise]
+    per = Scheme.from_config(scheme_spec(Candidate.from_name(name), 6, LayerConfig())).layer_alphas(6)
+    value = 0.8 - 0.3 * sum(math.log2(a) ** 2 for a in per) / len(per)
+    boosted = 0.8 - 0.1 + 0.3
+    if per == LUCKY:
+        return [boosted + 0.05 + (1.0 if i % 2 else -1.0) for i in range(len(DEV_IDS))]
+    return [(boosted if per == BOOSTED else value) + n for n in noise]
+
+
+def test_layer_rounds_keep_only_steps_that_beat_the_incumbent(tmp_path, monkeypatch):
+    """Snakemake's part played by hand: a plan runs once the rules' input function says which dev
+    scores it needs (scripted here); the result then reads what the budgeted walk asks for."""
+    from workflow_scripts.common import read_json, write_json
+    from workflow_scripts.search.plan import plan_round, search_result
+
+    monkeypatch.chdir(tmp_path)
+    exp = Experiment(demo_config(grid=[0.5, 1, 2], min_ratio=2.5, layers={"partitions": ["thirds", "sixths"]}))
+    s, L, aligned = exp.search, exp.layout, exp.pairs["dpo"]["aligned"]
+
+    def have(files: list[str]) -> list[str]:
+        for f in files:
+            if "/scores/" in f and not Path(f).exists():
+                rewards = scripted_reward(Path(f).stem, aligned)
+                write_json(f, [{"id": i, "reward": r} for i, r in zip(DEV_IDS, rewards)])
+        return files
+
+    def load(r: int) -> dict:
+        out = L.search_plan("dpo", r)
+        if not Path(out).exists():
+            plan_round(have(s.plan_inputs("dpo", r, load)), aligned, s.plan_spec("dpo"), out)
+        return read_json(out)
+
+    first_layer_round = load(1)
+    assert load(0)["stage"] == "uniform" and first_layer_round["stage"] == "layers"
+    moves = [c["variant"] for c in first_layer_round["pending"]]
+    assert len(moves) == 6 and "scheme_search_thirds_1x2_2" in moves  # each third's α ×2 and /2
+    res = search_result(have(s.result_inputs("dpo", load)), aligned, s.result_spec("dpo"), "r.json", "a.csv")
+    rows = pd.read_csv("a.csv")
+    layer_rows = rows[rows.stage == "layers"]
+    kept = layer_rows[layer_rows.status == "kept"]
+    assert kept.candidate.tolist() == ["1", "thirds[1, 1, 2]"]  # the start, then the one real step
+    assert (kept.diff_ci_low.iloc[1:] > 0).all()
+    lucky = layer_rows[layer_rows.variant == "scheme_search_thirds_1_0.5_2"]
+    assert lucky.status.tolist() == ["rejected"] and lucky.diff_vs_incumbent.iloc[0] > 0 >= lucky.diff_ci_low.iloc[0]
+    assert res["best"]["variant"] == "scheme_search_thirds_1x2_2" and res["best_uniform_alpha"] == 1.0
+    assert res["stop_reason"] == "no step beats the incumbent beyond noise at the finest partition"
+    assert set(layer_rows.partition) == {"uniform", "thirds", "sixths"}
+    assert [v.name for v in s.chosen("dpo", res)] == ["alpha1", "scheme_search_thirds_1x2_2"]
+    # the extrapolation job's scheme, read from the variant name, is the one the plan wrote
+    assert exp.pair_scheme_spec("dpo", "search_thirds_1x2_2") == res["best"]["scheme"]
 
 
 # ------------------------------------------------------------------ Snakemake
@@ -136,8 +209,8 @@ def smk(wd: Path, *args: str) -> str:
     return out
 
 
-def planned(wd: Path, *targets: str) -> dict[str, int]:
-    out = smk(wd, "-n", "--", *targets)
+def job_stats(out: str) -> dict[str, int]:
+    """Jobs per rule from a dry run's "Job stats" table."""
     if "Job stats:" not in out:
         return {}
     counts = {}
@@ -200,7 +273,7 @@ def test_dry_run_shows_exactly_the_next_rounds_jobs(searched):
     set_budget(searched, 6)
     try:
         out = smk(searched, "-n", "--", RESULT)
-        jobs = planned(searched, RESULT)
+        jobs = job_stats(out)
     finally:
         set_budget(searched, 5)
     # the budget (6) is used by this round: no further plan is needed, and nothing else runs
@@ -217,7 +290,7 @@ def test_more_budget_resumes_without_redoing_finished_candidates(searched):
     set_budget(searched, 6)
     try:
         out = smk(searched, "-n", "--", RESULT)
-        assert planned(searched, RESULT) == {"extrapolate_alpha": 1, "generate": 1, "score": 1, "search_result": 1}
+        assert job_stats(out) == {"extrapolate_alpha": 1, "generate": 1, "score": 1, "search_result": 1}
         assert set(re.findall(r"generations/dev/dpo/alpha([\d.]+)\.json", out)) == {"1.41"}
         smk(searched, "--", RESULT)
     finally:
@@ -241,3 +314,29 @@ def test_search_is_deterministic_given_scores(searched, tmp_path):
     plan_round(inputs, "dpo", spec, str(a))
     plan_round(list(reversed(inputs)), "dpo", spec, str(b))
     assert a.read_text() == b.read_text() == plan1.read_text()
+
+
+def test_dry_run_after_the_uniform_search_shows_the_first_layer_round(searched, tmp_path):
+    """Grid 0.5–4 with the peak at 1 and min_ratio 2.5: the uniform search converges on the grid, and
+    the next jobs are the first layer round's moves (each third's α ×2 and /2; the tiny model has two
+    layers, so the middle third covers none and has no moves)."""
+    wd = tmp_path / "wd"
+    shutil.copytree(searched, wd, symlinks=True)
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["extrapolation"]["search"].update(min_ratio=2.5, layers={"partitions": ["thirds"]})
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    smk(wd, "--", f"{R}/search/dpo/plan/round1.json")  # the plans read scores only: cheap
+    plan1 = json.loads((wd / R / "search/dpo/plan/round1.json").read_text())
+    assert plan1["stage"] == "layers" and plan1["best_uniform_alpha"] == 1.0
+    moves = {c["variant"] for c in plan1["pending"]}
+    assert moves == {f"scheme_search_thirds_{v}" for v in ("2_1x2", "0.5_1x2", "1x2_2", "1x2_0.5")}
+    out = smk(wd, "-n", "--", RESULT)
+    jobs = job_stats(out)
+    assert {k: jobs.get(k) for k in ("extrapolate_scheme", "generate", "score", "search_plan")} == {
+        "extrapolate_scheme": 4,
+        "generate": 4,
+        "score": 4,
+        "search_plan": 1,
+    }
+    assert "extrapolate_alpha" not in jobs
+    assert set(re.findall(r"generations/dev/dpo/(scheme_search_\S+)\.json", out)) == moves

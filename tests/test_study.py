@@ -152,6 +152,12 @@ def test_no_metadata_writes_an_empty_but_valid_table(summary, tmp_path):
     assert "no study table" in (tmp_path / "study.md").read_text()
 
 
+def test_nothing_scored_gives_an_empty_table_not_an_error(summary):
+    unscored = summary[[c for c in summary.columns if not c.startswith("gold")]]
+    df = st.build_study(unscored, META, EV, ["gold"])
+    assert df.empty and "best_alpha" in df.columns
+
+
 def test_markdown_and_cli(summary, tmp_path):
     summary.to_csv(tmp_path / "summary.csv", index=False)
     (tmp_path / "params.json").write_text(json.dumps({"evaluation": EV, "reward_models": RMS, "pair_meta": META}))

@@ -42,7 +42,20 @@ PREFERENCE_HPARAMS = (
     "ddpo",
 )
 SUPERVISED_HPARAMS = ("epochs", "lr", "batch_size", "grad_accum", "max_length", "seed")
-VLM_HPARAMS = ("beta", "lr", "epochs", "batch_size", "grad_accum", "max_length", "lora", "seed", "ddpo", "freeze")
+VLM_HPARAMS = (
+    "beta",
+    "lr",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "lora",
+    "seed",
+    "ddpo",
+    "freeze",
+    "weight_decay",
+    "warmup_ratio",
+)
 HPARAMS_BY_METHOD = {
     "sft": SUPERVISED_HPARAMS,
     "reward": SUPERVISED_HPARAMS,
@@ -105,19 +118,27 @@ class Experiment(EvaluationPlanning, MultimodalPlanning):
         return self.model_spec(key).get("adapter_of")
 
     def checkpoint_spec(self, key: str) -> Mapping[str, Any]:
-        """The checkpoint stage's spec: the model entry, plus the base folder for an adapter (the
-        entry unchanged for every other model, so finished checkpoint jobs keep their params)."""
+        """The checkpoint stage's spec: the model entry, plus the base folder for an adapter or the
+        two part folders of a composed model (the entry unchanged for every other model, so
+        finished checkpoint jobs keep their params)."""
         base = self.adapter_base(key)
         spec = self.model_spec(key)
+        if spec["source"] == "compose":
+            return {**spec, **{f"{k}_dir": v for k, v in self.checkpoint_inputs(key).items()}}
         return spec if base is None else {**spec, "base_dir": self.model_dir(base)}
 
     def checkpoint_inputs(self, key: str) -> dict[str, str]:
-        """An adapter's checkpoint job needs its base model's folder; other sources need nothing."""
+        """An adapter's checkpoint job needs its base model's folder, a composed model its vision
+        and language models' folders; other sources need nothing."""
+        spec = self.model_spec(key)
+        if spec["source"] == "compose":
+            return {"vision": self.model_dir(spec["vision"]), "language": self.model_dir(spec["language"])}
         base = self.adapter_base(key)
         return {} if base is None else {"base": self.model_dir(base)}
 
     def downloaded_models(self) -> list[str]:
-        return [k for k, s in self.models.items() if s["source"] in ("hub", "gguf", "local")]
+        """Models the checkpoint stage makes (downloaded, linked, converted, merged or composed)."""
+        return [k for k, s in self.models.items() if s["source"] in ("hub", "gguf", "local", "compose")]
 
     def trained_models(self) -> list[str]:
         return [k for k, s in self.models.items() if s["source"] == "train"]
@@ -139,6 +160,10 @@ class Experiment(EvaluationPlanning, MultimodalPlanning):
             return self.model_num_layers(base, _seen | {key})
         if spec["source"] == "local":
             return _local_num_layers(spec)
+        if spec["source"] == "compose":  # the decoder is the language model's
+            if spec["language"] in _seen | {key}:
+                _fail(f"model {key!r}: compose parts form a cycle ({sorted(_seen | {key})})")
+            return self.model_num_layers(spec["language"], _seen | {key})
         if spec["source"] != "train":
             return None
         if "init" in spec:
@@ -218,10 +243,13 @@ class Experiment(EvaluationPlanning, MultimodalPlanning):
         return with_component_defaults(float(alpha), self.pairs[pair].get("components"))
 
     def pair_scheme_spec(self, pair: str, name: str) -> Any:
-        """A named scheme as the pair's extrapolate job gets it (the pair's fixed component α merged in)."""
+        """A named scheme as the pair's extrapolate job gets it (the pair's fixed component α merged
+        in); a layer-search candidate's scheme is read from its name."""
         from .scheme_components import with_component_defaults
+        from .search.planning import SCHEME_NAME_PREFIX
 
-        return with_component_defaults(self.scheme_spec(name), self.pairs[pair].get("components"))
+        spec = self.search.scheme(pair, name) if name.startswith(SCHEME_NAME_PREFIX) else self.scheme_spec(name)
+        return with_component_defaults(spec, self.pairs[pair].get("components"))
 
     def base_models(self) -> list[str]:
         """SFT and aligned models of every pair: the baselines every table compares against."""

@@ -20,6 +20,7 @@ from .experiment import (
     Experiment,
     _fail,
 )
+from .experiment_multimodal import VLM_ONLY_HPARAMS
 from .layout import RESERVED_GROUPS
 
 
@@ -30,6 +31,8 @@ def check_models(exp: Experiment) -> None:
                 _fail(f"model {key!r}: adapter_of needs a hub or local adapter, not source {spec['source']!r}")
             exp.model_spec(spec["adapter_of"])
             exp.model_num_layers(key)  # a cycle of adapter bases fails here
+        if spec["source"] == "compose":
+            check_compose(exp, key, spec)
         if spec["source"] != "train":
             continue
         exp.dataset_spec(spec["data"])
@@ -38,6 +41,18 @@ def check_models(exp: Experiment) -> None:
             exp.model_num_layers(key)  # a cycle of bases fails here
         else:
             exp.init_architecture(key)
+
+
+def check_compose(exp: Experiment, key: str, spec: Mapping[str, Any]) -> None:
+    """A composed model names two other models, neither of them composed or a VLM itself."""
+    for part in ("vision", "language"):
+        name = spec[part]
+        if name == key:
+            _fail(f"models.{key}.{part}: a composed model cannot be its own {part} part")
+        other = exp.model_spec(name)
+        if other["source"] == "compose" or (part == "language" and exp.model_is_multimodal(name)):
+            _fail(f"models.{key}.{part}: {name!r} is a vision-language model; name a plain {part} model")
+    exp.model_num_layers(key)  # a cycle through the language model fails here
 
 
 def check_pairs(exp: Experiment) -> None:
@@ -129,7 +144,7 @@ def check_world(exp: Experiment) -> None:
 
 def check_training(exp: Experiment) -> None:
     for method, hp in (exp.config.get("training") or {}).items():
-        check_hparams(f"training.{method}", method, hp, ("freeze",))
+        check_hparams(f"training.{method}", method, hp, VLM_ONLY_HPARAMS)
     for key in exp.trained_models():
         spec = exp.models[key]
         extra = exp.modality_hparams(key)

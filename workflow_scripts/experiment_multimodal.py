@@ -17,7 +17,7 @@ MULTIMODAL_SOURCES = ("shapes_world", "pope", "chair")
 """Prompt-set sources whose records carry an image (or a scene drawn on load) and gold objects."""
 FILE_SET_INPUTS = {"chair": ("questions", "annotations", "synonyms")}
 """Files a file-based multimodal prompt set is built from (POPE's are per split, under ``questions``)."""
-VLM_ONLY_HPARAMS = ("freeze",)
+VLM_ONLY_HPARAMS = ("freeze", "weight_decay", "warmup_ratio")
 """Hyperparameters only image-modality models accept."""
 
 
@@ -29,7 +29,9 @@ class MultimodalPlanning:
     # ------------------------------------------------------------------ models
 
     def is_image(self, model: str) -> bool:
-        return self.model_spec(model).get("modality") == "image"  # type: ignore[attr-defined]
+        """An image-modality trained model, or a composed (LLaVA-style) one."""
+        spec = self.model_spec(model)  # type: ignore[attr-defined]
+        return spec.get("modality") == "image" or spec["source"] == "compose"
 
     def modality_hparams(self, model: str) -> tuple[str, ...]:
         return VLM_ONLY_HPARAMS if self.is_image(model) else ()

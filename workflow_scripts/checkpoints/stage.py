@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..common import StageParser, read_json, setup_logging
 from .adapter import is_adapter_spec, materialize_adapter
+from .compose import is_compose_spec, materialize_compose
 from .folder import is_complete
 from .gguf import _materialize_gguf
 from .hub import _materialize_hub
@@ -25,6 +26,8 @@ def materialize(spec: dict, out: Path, *, token_env: str = "HF_TOKEN") -> dict:
     out = Path(out)
     if is_adapter_spec(spec):  # a PEFT adapter: merged into its base folder
         return materialize_adapter(spec, out, token_env=token_env)
+    if is_compose_spec(spec):  # a vision encoder + a causal LM joined by a fresh projector
+        return materialize_compose(spec, out)
     spec = normalize_spec(spec)
     if is_complete(out, spec):
         log.info("%s is already complete for %s; nothing to do", out, _describe(spec))

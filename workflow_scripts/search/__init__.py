@@ -65,12 +65,13 @@ def search(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> tuple[SearchResult, SearchResult | None]:
-    """The uniform search, then (when ``spec`` has ``layers`` and the uniform one is done) the layer one.
+    """The uniform search, then (when ``spec`` has ``layers`` and the uniform one converged) the layer one.
 
     ``spec`` is the config's ``extrapolation.search`` mapping: the uniform knobs, ``objective`` and
     optionally ``layers``. ``evals`` holds the dev evaluations by variant name, ``alpha0`` being the
     aligned model. Returns both results; the candidates to run next are the unfinished one's
-    ``pending``.
+    ``pending``. The layer search starts only from a uniform search that converged: one its budget
+    cut has a best α that more budget would move, and refining layers around it would be wasted.
     """
     spec = dict(spec)
     if "alpha0" not in evals:
@@ -81,9 +82,10 @@ def search(
     if unknown:
         raise ValueError(f"unknown extrapolation.search key(s) {unknown}")
     uni = uniform_search(evals, scorer, UniformConfig.from_config(spec))
-    if layers_spec is None or not uni.done or uni.best is None:
+    if layers_spec is None or not uni.converged or uni.best is None:
         return uni, None
-    lay = layer_search(evals, scorer, LayerConfig.from_config(layers_spec), uni.best.alpha, num_layers)
+    cfg = LayerConfig.from_config(layers_spec)
+    lay = layer_search(evals, scorer, cfg, uni.best.alpha, num_layers, evaluated=frozenset(uni.asked))
     return uni, lay
 
 

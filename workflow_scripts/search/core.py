@@ -9,8 +9,8 @@ never proposed again (it is found in the scores and reused).
 
 from __future__ import annotations
 
-import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +19,11 @@ from ..common import format_alpha
 from .objective import Evaluation, Scorer
 
 UNIFORM = "uniform"
+GROUP_PREFIX = "scheme_search_"
+"""Variant names of group-α candidates: ``scheme_<name>`` variants built by the scheme rule."""
+MAX_NAME = 200
+"""Longest group-candidate name: it is a file name, and file systems stop at 255 bytes."""
+_RUN = re.compile(r"^(\d+(?:\.\d+)?)(?:x(\d+))?$")
 
 
 def round_sig(x: float, digits: int = 3) -> float:
@@ -51,11 +56,48 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        """Variant name: ``alpha<α>`` (the same file as the fixed grid's α) or a hash of the vector."""
+        """Variant name: ``alpha<α>`` (the same file as the fixed grid's α), or for a group vector
+        ``scheme_search_<partition>_<α runs>`` (``thirds+attn_mlp`` → ``thirds_attn_mlp``; a run
+        ``2x3`` is α 2 for three groups in a row), which :meth:`from_name` reads back — so the
+        extrapolation job knows its scheme from its file name alone, without the plan files."""
         if self.is_uniform:
             return f"alpha{format_alpha(self.alpha)}"
-        text = self.partition + ":" + ",".join(format_alpha(a) for a in self.alphas)
-        return f"search_{self.partition.replace('+', '_')}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+        runs: list[list[Any]] = []
+        for a in self.alphas:
+            if not a > 0:
+                raise ValueError(f"group candidate {self.label}: α must be > 0 to be named")
+            if runs and runs[-1][0] == a:
+                runs[-1][1] += 1
+            else:
+                runs.append([a, 1])
+        body = "_".join(format_alpha(a) + (f"x{n}" if n > 1 else "") for a, n in runs)
+        name = f"{GROUP_PREFIX}{self.partition.replace('+', '_')}_{body}"
+        if len(name) > MAX_NAME:
+            raise ValueError(
+                f"group candidate {self.label}: its name exceeds {MAX_NAME} characters; use coarser partitions"
+            )
+        return name
+
+    @classmethod
+    def from_name(cls, name: str) -> Candidate:
+        """The candidate a variant name stands for (the inverse of :attr:`name`)."""
+        if name.startswith("alpha"):
+            return cls.uniform(float(name[len("alpha") :]))
+        if not name.startswith(GROUP_PREFIX):
+            raise ValueError(f"{name!r} is not a search candidate name (alpha<α> or {GROUP_PREFIX}...)")
+        tokens = name[len(GROUP_PREFIX) :].split("_")
+        words = [t for t in tokens if t[:1].isalpha()]
+        runs = tokens[len(words) :]
+        partition = "_".join(words).replace("_attn_mlp", "+attn_mlp")
+        alphas: list[float] = []
+        for run in runs:
+            m = _RUN.match(run)
+            if not m or not words:
+                raise ValueError(f"{name!r} is not a search candidate name (bad part {run!r})")
+            alphas += [float(m.group(1))] * int(m.group(2) or 1)
+        if not alphas:
+            raise ValueError(f"{name!r} is not a search candidate name (no α values)")
+        return cls(tuple(alphas), partition)
 
     @property
     def label(self) -> str:
@@ -74,10 +116,17 @@ class SearchResult:
     rows: list[dict[str, Any]]
     stop_reason: str | None
     n_evals: int
+    asked: tuple[str, ...] = ()
+    budget_cut: bool = False
 
     @property
     def done(self) -> bool:
         return not self.pending
+
+    @property
+    def converged(self) -> bool:
+        """Done for a reason of its own (noise, resolution), not because the budget ran out."""
+        return self.done and not self.budget_cut
 
 
 @dataclass
@@ -98,6 +147,7 @@ class Replay:
     asked: list[str] = field(default_factory=list)
     pending: list[Candidate] = field(default_factory=list)
     stop_reason: str | None = None
+    budget_cut: bool = False
     _scores: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,6 +179,7 @@ class Replay:
             return None
         if over:
             self.stop_reason = f"budget of {self.budget} evaluations used"
+            self.budget_cut = True
         out: list[Candidate] = []
         for c in candidates:
             if c.name in self.asked and c.name in self.evals and c not in out:
@@ -187,4 +238,6 @@ class Replay:
             rows=self.rows,
             stop_reason=None if self.pending else self.stop_reason,
             n_evals=self.n_evals,
+            asked=tuple(self.asked),
+            budget_cut=self.budget_cut and not self.pending,
         )

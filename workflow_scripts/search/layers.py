@@ -89,6 +89,26 @@ def partition_groups(partition: str, num_layers: int | None, cfg: LayerConfig) -
     return [{**g, "name": f"{g['name']}_{kind}", "modules": list(mods)} for g in ranges for kind, mods in halves]
 
 
+def layer_sets(partition: str, num_layers: int | None, cfg: LayerConfig) -> list[frozenset] | None:
+    """Per group, the (layer, sub-layer kind) pairs it covers — None when that is not known (no
+    depth, or a component partition, whose groups are tensor-name filters)."""
+    if not num_layers or partition.startswith(COMPONENTS):
+        return None
+    out = []
+    for g in partition_groups(partition, num_layers, cfg):
+        start, end = g["layers"]
+        by_index = g.get("by") == "index"
+        pos = [i for i in range(num_layers) if (start <= (i if by_index else (i + 0.5) / num_layers) < end)]
+        kind = g["name"].rsplit("_", 1)[-1] if "+attn_mlp" in partition else "all"
+        out.append(frozenset((i, kind) for i in pos))
+    return out
+
+
+def _same_split(a: list[frozenset] | None, b: list[frozenset] | None) -> bool:
+    """Whether two partitions split the layers the same way (empty groups aside)."""
+    return a is not None and b is not None and {g for g in a if g} == {g for g in b if g}
+
+
 def _center(group: dict[str, Any], num_layers: int | None) -> float:
     start, end = group["layers"]
     if group.get("by") == "index":
@@ -104,6 +124,8 @@ def scheme_spec(c: Candidate, num_layers: int | None, cfg: LayerConfig) -> dict[
     """
     if c.is_uniform:
         return {"alpha": c.alpha}
+    if num_layers is None and c.partition.split("+")[0] == "layers" and c.alphas:
+        num_layers = len(c.alphas) // (2 if c.partition.endswith("+attn_mlp") else 1)
     groups = partition_groups(c.partition, num_layers, cfg)
     if len(groups) != len(c.alphas):
         raise ValueError(f"candidate {c.name}: {len(c.alphas)} α values for {len(groups)} groups of {c.partition}")
@@ -135,9 +157,13 @@ def _refine_vector(vec: list[float], old: str, new: str, num_layers: int | None,
     return out
 
 
-def _moves(vec: list[float], partition: str, step: float) -> list[Candidate]:
+def _moves(vec: list[float], partition: str, step: float, sets: list[frozenset] | None) -> list[Candidate]:
+    """Each group's α times and divided by ``step``; a group that covers no layer has no moves (the
+    model would not change)."""
     out = []
     for g in range(len(vec)):
+        if sets is not None and not sets[g]:
+            continue
         for f in (step, 1.0 / step):
             v = list(vec)
             v[g] = round_sig(v[g] * f)
@@ -146,11 +172,22 @@ def _moves(vec: list[float], partition: str, step: float) -> list[Candidate]:
 
 
 def layer_search(
-    evals: Mapping[str, Evaluation], scorer: Scorer, cfg: LayerConfig, start_alpha: float, num_layers: int | None
+    evals: Mapping[str, Evaluation],
+    scorer: Scorer,
+    cfg: LayerConfig,
+    start_alpha: float,
+    num_layers: int | None,
+    evaluated: frozenset[str] = frozenset(),
 ) -> SearchResult:
-    """Replay the coordinate search from the uniform α ``start_alpha`` (whose scores must exist)."""
+    """Replay the coordinate search from the uniform α ``start_alpha`` (whose scores must exist).
+
+    ``evaluated``: candidates the uniform search already asked for; a move that lands on one
+    (a vector with one α everywhere is that uniform α) costs no budget, since its scores exist.
+    A partition that splits the layers as the one before it did (sixths and per layer on a
+    six-layer model) is skipped: its candidates would be the same models under other names.
+    """
     start = Candidate.uniform(start_alpha)
-    rp = Replay(evals, scorer, cfg.budget, cfg.level, free=frozenset({start.name}))
+    rp = Replay(evals, scorer, cfg.budget, cfg.level, free=frozenset({start.name}) | evaluated)
     if not start_alpha > 0:
         rp.stop_reason = f"uniform search chose α = {start_alpha}: no extrapolation for the layer search to refine"
         return rp.result(start)
@@ -160,11 +197,16 @@ def layer_search(
     parts = [partition_name(cfg, p) for p in cfg.partitions]
     vec = [start_alpha] * len(partition_groups(parts[0], num_layers, cfg))
     rp.log(rnd, "start", start, "kept", None)
+    prev = None
     for i, part in enumerate(parts):
+        sets = layer_sets(part, num_layers, cfg)
         if i > 0:
-            vec = _refine_vector(vec, parts[i - 1], part, num_layers, cfg)
+            if _same_split(sets, layer_sets(prev, num_layers, cfg)):
+                continue
+            vec = _refine_vector(vec, prev, part, num_layers, cfg)
+        prev = part
         while True:
-            moves = [m for m in _moves(vec, part, cfg.step) if m != inc]
+            moves = [m for m in _moves(vec, part, cfg.step, sets) if m != inc]
             got = rp.request(moves)
             if got is None:
                 return rp.result(inc)

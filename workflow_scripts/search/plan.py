@@ -44,11 +44,20 @@ def _candidate_json(c: Candidate, num_layers: int | None, layer_cfg: LayerConfig
 def plan(
     evals: Mapping[str, Evaluation], spec: Mapping[str, Any], *, num_layers: int | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(plan as JSON-able dict, search-log rows) for the evaluations that exist."""
+    """(plan as JSON-able dict, search-log rows) for the evaluations that exist.
+
+    ``spec`` may carry ``num_layers`` (the workflow puts the pair's depth there); an explicit
+    ``num_layers`` argument wins."""
+    spec = dict(spec)
+    depth = spec.pop("num_layers", None)
+    num_layers = num_layers if num_layers is not None else depth
     uni, lay = search(evals, spec, num_layers=num_layers)
     layer_cfg = LayerConfig.from_config(spec.get("layers") or {})
     active: SearchResult = lay if lay is not None else uni
     best = active.best
+    stop = active.stop_reason
+    if spec.get("layers") is not None and lay is None and uni.budget_cut:
+        stop = f"{stop}; no layer search (it starts once the uniform search converges)"
     out = {
         "done": active.done,
         "stage": "layers" if lay is not None else "uniform",
@@ -56,7 +65,7 @@ def plan(
         "best": None if best is None else _candidate_json(best, num_layers, layer_cfg),
         "best_uniform_alpha": None if uni.best is None else uni.best.alpha,
         "best_score": None if active.best_score is None else list(active.best_score),
-        "stop_reason": active.stop_reason,
+        "stop_reason": stop,
         "n_evals": uni.n_evals + (lay.n_evals if lay is not None else 0),
     }
     return out, log_rows(uni, lay)

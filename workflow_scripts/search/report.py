@@ -5,8 +5,9 @@
 * ``search_vs_grid.csv`` — per pair, the search's best dev objective and number of evaluations
   beside the best of the fixed grid (same objective, same paired bootstrap, same dev prompts);
 * ``alpha_search.png`` — the search path drawn over the grid's dev curve;
-* :func:`with_searched` / :func:`mark_searched` — hooks of the summary: the chosen α becomes an
-  ordinary uniform-α row of every prompt set, labelled ``(searched)``.
+* :func:`with_searched` / :func:`mark_searched` — hooks of the summary: the chosen α (and the layer
+  search's best group vector, when it kept a step) becomes an ordinary row of every prompt set,
+  labelled ``(searched)``.
 """
 
 from __future__ import annotations
@@ -32,13 +33,23 @@ def _results(paths: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     return {Path(p).parent.name: read_json(p) for p in paths or []}
 
 
+def searched_variants(pair: str, result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(group, name) of a searched pair's chosen variants: its best uniform α and, when the layer
+    search kept a step, its best group vector (a ``scheme_search_…`` variant)."""
+    out = [(pair, f"alpha{format_alpha(result['best_uniform_alpha'])}")]
+    best = (result.get("best") or {}).get("variant", "")
+    if result.get("stage") == "layers" and best.startswith("scheme_search_"):
+        out.append((pair, best))
+    return out
+
+
 def with_searched(params: Mapping[str, Any], result_paths: Sequence[str] | None) -> dict[str, Any]:
-    """Report params with each searched pair's chosen α added to the variants of every prompt set."""
+    """Report params with each searched pair's chosen variants added to the variants of every prompt set."""
     out = dict(params)
     results = _results(result_paths)
     if not results:
         return out
-    added = [(pair, f"alpha{format_alpha(r['best_uniform_alpha'])}") for pair, r in results.items()]
+    added = [v for pair, r in results.items() for v in searched_variants(pair, r)]
     out["variants"] = _extend(params.get("variants", []), added)
     by_ps = params.get("variants_by_prompt_set")
     if by_ps is not None:
@@ -52,15 +63,19 @@ def _extend(variants: Sequence[Sequence[str]], added: Sequence[tuple[str, str]])
 
 
 def mark_searched(df, result_paths: Sequence[str] | None):
-    """Column ``searched`` (the chosen α rows of searched pairs) and ``(searched)`` in their label."""
-    import numpy as np
+    """Column ``searched`` (the chosen variants of searched pairs) and ``(searched)`` in their label;
+    a searched group vector is labelled by its α per group (``thirds[1, 2, 2]``), not its file name."""
+    from .core import Candidate
 
     df = df.copy()
     df["searched"] = False
     for pair, r in _results(result_paths).items():
-        hit = (df.pair == pair) & (df.kind == "alpha") & np.isclose(df.alpha.astype(float), r["best_uniform_alpha"])
-        df.loc[hit, "searched"] = True
-        df.loc[hit, "variant"] = df.loc[hit, "variant"] + SEARCHED_SUFFIX
+        for group, name in searched_variants(pair, r):
+            hit = df.variant_id == f"{group}/{name}"
+            df.loc[hit, "searched"] = True
+            if name.startswith("scheme_search_"):
+                df.loc[hit, "variant"] = Candidate.from_name(name).label
+            df.loc[hit, "variant"] = df.loc[hit, "variant"] + SEARCHED_SUFFIX
     return df
 
 
@@ -82,12 +97,15 @@ def grid_curve(paths: Sequence[str], aligned: str, objective: Mapping[str, Any])
 
 
 def search_vs_grid(pair: str, result: Mapping[str, Any], grid: Sequence[Mapping[str, float]]) -> dict[str, Any]:
-    """One row: the search's best α, dev objective and evaluations beside the fixed grid's."""
+    """One row: the search's best α and best candidate (a group vector when the layer search kept a
+    step; the dev objective and evaluations are that candidate's and the whole search's) beside the
+    fixed grid's."""
     best = max(sorted(grid, key=lambda r: r["alpha"]), key=lambda r: r["score"]) if grid else None
     score = result.get("best_score") or [math.nan] * 3
     return {
         "pair": pair,
         "search_alpha": result.get("best_uniform_alpha"),
+        "search_best": (result.get("best") or {}).get("label"),
         "search_dev": score[0],
         "search_ci_low": score[1],
         "search_ci_high": score[2],

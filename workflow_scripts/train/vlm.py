@@ -196,6 +196,8 @@ def train_vlm(
     ddpo: dict | None = None,
     freeze: list[str] | None = None,
     lora: dict | None = None,
+    weight_decay: float = 0.0,
+    warmup_ratio: float = 0.0,
     seed: int = 0,
     subset_seed: int = 0,
     threads: int | None = None,
@@ -224,7 +226,14 @@ def train_vlm(
     with_segments = method == "ddpo" and bool(info.get("n_pairs_with_segments"))
     ds = Dataset.from_list(_image_rows(rows, processor, img_dir, keys, segments=with_segments))
     common = _common_args(
-        device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, scratch=Path(".")
+        device=device,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        seed=seed,
+        scratch=Path("."),
+        extra={"weight_decay": float(weight_decay), "warmup_steps": float(warmup_ratio)},  # < 1: a ratio of the steps
     )
     with tempfile.TemporaryDirectory(prefix=f"vlm-{method}-") as scratch, _quiet_library_warnings():
         common["output_dir"] = scratch
@@ -249,6 +258,8 @@ def train_vlm(
             "batch_size": batch_size,
             "grad_accum": grad_accum,
             "max_length": max_length,
+            "weight_decay": weight_decay,
+            "warmup_ratio": warmup_ratio,
             **({"beta": beta, **method_hp} if method != "sft" else {}),
             "lora": lora_args,
         },
