@@ -93,3 +93,36 @@ def test_sft_yes_no_rows_are_balanced_with_a_planted_yes_bias():
             assert shape in {partner[s] for s in present}
     assert present_asked == len(qs) // 2
     assert 0.05 < wrong_yes / len(qs) < 0.15  # absent half × partner half × YES_BIAS ≈ 0.09
+
+
+def test_corrections_fix_additions_and_omissions_alike():
+    w = S.build_shapes_world(seed=2, n_sft=10, n_pref=300, n_eval=1, n_dev=1)
+    styles = Counter(r["style"] for r in w["prefs"])
+    assert styles["partner"] > styles["omit"] > 0 and styles["color"] > 0
+    vocab = S.shapes_vocab()
+    from workflow_scripts.hallucination import mentioned_objects
+
+    for r in w["prefs"]:
+        n_chosen, n_rejected = (len(mentioned_objects(r[k], vocab)) for k in ("chosen", "rejected"))
+        # the chosen answer is longer as often as shorter: DPO cannot win by saying less
+        assert n_chosen == n_rejected + {"partner": -1, "omit": 1}.get(r["style"], 0) or r["style"] == "pope"
+
+
+def test_split_sizes_are_independent_and_descriptions_come_first():
+    small = S.build_shapes_world(seed=5, n_sft=50, n_pref=30, n_eval=5, n_dev=5)
+    big = S.build_shapes_world(seed=5, n_sft=50, n_pref=30, n_eval=40, n_dev=5)
+    assert small["sft"] == big["sft"] and small["prefs"] == big["prefs"] and small["dev"] == big["dev"]
+    kinds = [r["task"]["kind"] for r in big["eval"]]
+    assert kinds[:40] == ["describe"] * 40 and set(kinds[40:]) == {"pope"}
+
+
+def test_prompt_set_keeps_every_scene_and_pope_split(tmp_path):
+    from workflow_scripts.common import read_jsonl, write_jsonl
+    from workflow_scripts.world.shapes_build import write_shapes_prompts
+
+    w = S.build_shapes_world(seed=0, n_sft=10, n_pref=10, n_eval=30, n_dev=1)
+    write_jsonl(tmp_path / "eval.jsonl", w["eval"])
+    write_shapes_prompts(str(tmp_path / "eval.jsonl"), str(tmp_path / "set.jsonl"), {})
+    kept = read_jsonl(tmp_path / "set.jsonl")
+    # one instruction over 30 images, and POPE's splits repeating a question: all are prompts
+    assert len(kept) == len(w["eval"]) == 30 * 7

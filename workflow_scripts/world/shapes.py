@@ -25,6 +25,8 @@ GRID = 2
 DESCRIBE = "describe the image."
 DEFAULT_MIX = {"good": 0.6, "partner": 0.2, "color": 0.1, "omit": 0.1}
 YES_BIAS = 0.35
+# the errors the correction pairs fix, by weight (each where the scene allows it)
+PREF_MIX = {"partner": 0.6, "omit": 0.25, "color": 0.15}
 P_PARTNER = 0.75
 
 
@@ -174,11 +176,21 @@ def _sft_rows(scenes: list[dict], partner: dict, mix: dict, rng: random.Random, 
     return rows
 
 
+def _pref_style(scene: dict, partner: dict[str, str], rng: random.Random) -> str:
+    """A correction's error: mostly an added absent partner (the planted hallucination), else an
+    omission or a wrong colour. Omissions matter: with only additions corrected, the chosen answer
+    is always the shorter one and DPO learns to say less instead of to say what is there."""
+    styles = [s for s, ok in (("partner", _absent_partner(scene, partner)), ("omit", len(scene["objects"]) > 1)) if ok]
+    weights = [PREF_MIX[s] for s in styles] + [PREF_MIX["color"]]
+    return rng.choices([*styles, "color"], weights)[0]
+
+
 def _pref_rows(scenes: list[dict], partner: dict, rng: random.Random) -> list[dict]:
-    """Corrections: rejected = a hallucinating answer, chosen = the same answer corrected."""
+    """Corrections: rejected = a hallucinating answer, chosen = the same answer corrected; with an
+    absent partner also the existence question about it (chosen "no", rejected the yes-bias)."""
     rows = []
     for sc in scenes:
-        style = "partner" if _absent_partner(sc, partner) and rng.random() < 0.7 else "color"
+        style = _pref_style(sc, partner, rng)
         bad = hallucinated(sc, partner, style, rng)
         row = {"prompt": DESCRIBE, "chosen": describe(sc["objects"]), "rejected": describe(bad), "scene": sc}
         rows.append({**row, "style": style})
@@ -203,23 +215,47 @@ def build_shapes_world(
     unknown = set(mix) - set(DEFAULT_MIX)
     if unknown:
         raise ValueError(f"shapes world mix: unknown styles {sorted(unknown)}; known: {sorted(DEFAULT_MIX)}")
-    rng = random.Random(seed)
     partner = partners(seed)
-    scenes = [sample_scene(rng, partner) for _ in range(n_sft + n_pref + n_eval + n_dev)]
-    sft_sc, pref_sc = scenes[:n_sft], scenes[n_sft : n_sft + n_pref]
-    eval_sc, dev_sc = scenes[n_sft + n_pref : n_sft + n_pref + n_eval], scenes[n_sft + n_pref + n_eval :]
-    freq = Counter(o["shape"] for sc in sft_sc for o in sc["objects"])
+    sizes = {"sft": n_sft, "prefs": n_pref, "eval": n_eval, "dev": n_dev}
+    # one random stream per split: a larger eval set leaves the training data unchanged
+    rngs = {name: random.Random(f"{seed}-{name}") for name in sizes}
+    scenes = {name: [sample_scene(rngs[name], partner) for _ in range(sizes[name])] for name in ("sft", "prefs")}
+    for name in ("eval", "dev"):
+        scenes[name] = _distinct_scenes(rngs[name], partner, n_eval if name == "eval" else n_dev)
+    freq = Counter(o["shape"] for sc in scenes["sft"] for o in sc["objects"])
     popular = sorted(SHAPES, key=lambda s: (-freq[s], s))
-    out = {"sft": _sft_rows(sft_sc, partner, mix, rng, questions), "prefs": _pref_rows(pref_sc, partner, rng)}
-    for name, scs in (("eval", eval_sc), ("dev", dev_sc)):
-        recs = []
-        for i, sc in enumerate(scs):
-            recs.append(_describe_record(sc, f"{name}-{i}"))
-            recs.extend(pope_questions(sc, partner, popular, rng, f"{name}-{i}"))
-        for r in recs:
-            r["dataset"] = f"shapes-{r['task']['kind']}"
-        out[name] = recs
+    out = {
+        "sft": _sft_rows(scenes["sft"], partner, mix, rngs["sft"], questions),
+        "prefs": _pref_rows(scenes["prefs"], partner, rngs["prefs"]),
+    }
+    for name in ("eval", "dev"):
+        out[name] = _prompt_records(name, scenes[name], partner, popular, rngs[name])
     return out
+
+
+def _distinct_scenes(rng: random.Random, partner: dict[str, str], n: int) -> list[dict]:
+    """``n`` different scenes: a prompt set holds each (question, image) once, so a repeated
+    scene would be dropped from it and shrink the evaluation."""
+    out, seen = [], set()
+    for _ in range(100 * n):
+        sc = sample_scene(rng, partner)
+        key = repr(sc)
+        if key not in seen:
+            seen.add(key)
+            out.append(sc)
+            if len(out) == n:
+                return out
+    raise ValueError(f"shapes world: cannot draw {n} different scenes (found {len(out)})")
+
+
+def _prompt_records(name: str, scenes: list[dict], partner: dict, popular: list[str], rng: random.Random) -> list[dict]:
+    """A prompt split: every scene's description first, then all POPE questions (the short
+    yes/no answers then share generation batches instead of waiting on descriptions)."""
+    desc = [_describe_record(sc, f"{name}-{i}") for i, sc in enumerate(scenes)]
+    qs = [q for i, sc in enumerate(scenes) for q in pope_questions(sc, partner, popular, rng, f"{name}-{i}")]
+    for r in desc + qs:
+        r["dataset"] = f"shapes-{r['task']['kind']}"
+    return desc + qs
 
 
 def shapes_vocab() -> dict[str, str]:
