@@ -90,11 +90,19 @@ def _write_inputs(root: Path) -> dict:
         wr = {"win_rate": 55.0, "win_rate_ci_low": 45.0, "win_rate_ci_high": 65.0, "discrete_win_rate": 56.0}
         write_json(p, {"judge": "/x/smollm2", "win_rate": {**wr, "n_total": 30, "n_missing": 0}, "annotations": ann})
         judge.append(str(p))
+    api = []
+    for name, rec in (
+        ("alpha0.3", {"status": "skipped", "reason": "OPENAI_API_KEY is not set"}),
+        ("alpha2", {"status": "ok", "metrics": {"win_rate": 20.0, "length_controlled_winrate": 18.5, "n_total": 805}}),
+    ):
+        d = root / "alpaca_eval" / "alpaca_eval" / "dpo" / name
+        write_json(d / "result.json", {**rec, "annotator": "weighted_alpaca_eval_gpt4_turbo"})
+        api.append(str(d))
     return {
         "mtbench": mt,
         "capability": cap,
         "local_judge": judge,
-        "alpaca_eval": [],
+        "alpaca_eval": api,
         "published_lmeval": str(PUBLISHED),
     }
 
@@ -153,7 +161,11 @@ def test_capability_change_vs_aligned_and_published(built):
 
 def test_judge_table_lc_from_annotations(built):
     _, inputs, outputs, _, gamed = built
-    jt = pd.read_csv(outputs["judge_csv"]).set_index("variant_id")
+    both = pd.read_csv(outputs["judge_csv"])
+    api = both[both.source == "api"].set_index("variant_id")
+    assert api.loc["dpo/alpha2", "lc_win_rate"] == 18.5 and api.loc["dpo/alpha2", "prompt_set"] == "alpaca_eval"
+    assert api.loc["dpo/alpha0.3", "status"] == "skipped" and "OPENAI_API_KEY" in api.loc["dpo/alpha0.3", "lc_reason"]
+    jt = both[both.source == "local"].set_index("variant_id")
     assert list(jt.index) == ["dpo/alpha0.3", "dpo/alpha2"] and set(jt.prompt_set) == {"eval"}
     from workflow_scripts.common import read_json
 
