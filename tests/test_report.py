@@ -259,3 +259,51 @@ def test_answer_browser_filters_in_a_browser(report, tmp_path):
     assert f"{len(want)} of {N_EVAL + N_DEV} prompts · 2 variants shown" in dom
     assert dom.count('class="prompt"') == len(want) > 0
     assert "(empty answer)" in dom
+
+
+def test_paired_difference_sees_a_gain_that_unpaired_cis_hide():
+    from workflow_scripts.metrics import bootstrap_ci
+    from workflow_scripts.report.summary import paired_difference
+
+    # prompts differ widely in difficulty; the variant beats the aligned model by 0.05–0.15 on each
+    base = [{"id": f"q{i}", "reward": float(i % 10)} for i in range(40)]
+    mine = [{"id": f"q{i}", "reward": float(i % 10) + 0.05 + 0.1 * (i % 2)} for i in reversed(range(40))]
+    boot = {"n_boot": 500, "seed": 0}
+    m, lo, hi, n = paired_difference(mine, base, boot)
+    assert n == 40 and m == pytest.approx(0.1)
+    assert 0.05 <= lo < m < hi <= 0.15  # every prompt improves: the paired CI excludes 0
+    _, base_lo, base_hi = bootstrap_ci([r["reward"] for r in base], **boot)
+    _, mine_lo, _ = bootstrap_ci([r["reward"] for r in mine], **boot)
+    assert mine_lo < base_hi  # while the two unpaired CIs overlap
+    # only prompts both answered count; a worse variant gets a negative difference
+    worse = [{"id": "q1", "reward": 0.0}, {"id": "q2", "reward": 1.0}, {"id": "extra", "reward": 9.0}]
+    m, lo, hi, n = paired_difference(worse, base, boot)
+    assert (n, m) == (2, pytest.approx(-1.0)) and hi <= 0
+
+
+def test_summary_shows_the_paired_difference_from_the_aligned_model(report):
+    df = pd.read_csv(report / "summary.csv")
+    ev = df[df.prompt_set == "eval"].set_index("variant_id")
+    # rewards are quality + (i % 3) * 0.1 on every prompt: each variant's paired gain is exact
+    for vid, q in VARIANTS.items():
+        if vid == "base/al":
+            assert pd.isna(ev.loc[vid, "rm_diff_vs_aligned"])
+            continue
+        gain = q - VARIANTS["base/al"]
+        row = ev.loc[vid]
+        assert (row.rm_diff_vs_aligned, row.rm_diff_vs_aligned_ci_low, row.rm_diff_vs_aligned_ci_high) == (
+            pytest.approx(gain),
+            pytest.approx(gain),
+            pytest.approx(gain),
+        )
+    md = (report / "summary.md").read_text()
+    assert "rm Δ vs aligned (paired)" in md and "+2.000 [+2.000, +2.000]" in md and "-1.000 [-1.000, -1.000]" in md
+    assert "dev-chosen α=2 gives 3.100 (+2.000 [+2.000, +2.000] paired)" in md
+    html = (report / "summary.html").read_text()
+    assert "On eval: 3.100 vs aligned 1.100 (+2.000 [+2.000, +2.000] paired" in html
+    long = pd.read_csv(report / "results_long.csv", keep_default_na=False, na_values=[""])
+    paired = long[long.metric == "paired_diff"].set_index(["prompt_set", "variant_id"])
+    assert set(paired.unit) == {"score"} and set(paired.baseline) == {"aligned"}
+    assert ("eval", "base/al") not in paired.index
+    assert paired.loc[("eval", "p/alpha2"), ["value", "ci_low", "ci_high"]].tolist() == pytest.approx([2.0] * 3)
+    assert paired.loc[("dev", "p/alpha1"), "value"] == pytest.approx(1.0)

@@ -22,13 +22,15 @@ FLAG_COLUMNS = (
 """Diagnostic rates shown as percentages, with their column titles."""
 
 
-def fmt_ci(m: float, lo: float, hi: float, digits: int = 3) -> str:
-    """``m [lo, hi]``; ``n/a`` for a missing mean, the bare mean without a CI."""
+def fmt_ci(m: float, lo: float, hi: float, digits: int = 3, signed: bool = False) -> str:
+    """``m [lo, hi]``; ``n/a`` for a missing mean, the bare mean without a CI; ``signed`` writes
+    ``+`` on positive numbers (differences)."""
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return "n/a"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}".format
     if lo is None or (isinstance(lo, float) and math.isnan(lo)):
-        return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+        return f(m)
+    return f"{f(m)} [{f(lo)}, {f(hi)}]"
 
 
 def shown_reward_models(df: pd.DataFrame, params: Mapping[str, Any]) -> list[str]:
@@ -42,6 +44,12 @@ def display_table(g: pd.DataFrame, rms: Sequence[str], baseline: str, chosen_mar
     for rm in rms:
         if f"{rm}_mean" in g:
             table[f"{rm} reward"] = [fmt_ci(*t) for t in zip(g[f"{rm}_mean"], g[f"{rm}_ci_low"], g[f"{rm}_ci_high"])]
+        if f"{rm}_diff_vs_aligned" in g:
+            d = f"{rm}_diff_vs_aligned"
+            table[f"{rm} Δ vs aligned (paired)"] = [
+                "—" if pd.isna(t[0]) else fmt_ci(*t, signed=True)
+                for t in zip(g[d], g[f"{d}_ci_low"], g[f"{d}_ci_high"])
+            ]
         if f"{rm}_win_rate" in g:
             table[f"{rm} win % vs {baseline}"] = [
                 fmt_ci(*t, digits=1)
@@ -66,6 +74,8 @@ def legend_lines(params: Mapping[str, Any]) -> list[str]:
     return lines + [
         f"win rates: each variant's answer vs the **{ev.get('baseline', 'aligned')}** model's answer to the "
         "same prompt, judged by the reward model (ties count half); 95 % bootstrap CIs over prompts.",
+        "Δ vs aligned (paired): mean over prompts of the variant's reward minus the aligned model's reward "
+        "on the same prompt; its 95 % CI resamples the same prompts for both (a CI above 0 = a gain).",
         f"α axis: SFT = −1, aligned = 0. ✓ = chosen on the dev prompt set by mean {ev['primary_reward']} "
         "reward, among the aligned model (α = 0) and the uniform α.",
     ]
@@ -115,10 +125,18 @@ def verdict(g: pd.DataFrame, rms: Sequence[str], primary: str) -> list[str]:
         if not chosen.empty:
             c = chosen.iloc[0]
             what = "the aligned model (α=0)" if c.kind == "aligned" else f"α={c.alpha:g}"
-            line += f"; dev-chosen {what} gives {c[col]:.3f} ({c[col] - a:+.3f})"
+            line += f"; dev-chosen {what} gives {c[col]:.3f} ({_gain_text(c, rm, c[col] - a)})"
         line += f"; worst α={worst.alpha:g} gives {worst[col]:.3f}."
         out.append(line)
     return out + [""] if out else []
+
+
+def _gain_text(row: pd.Series, rm: str, diff: float) -> str:
+    """``+0.123 [+0.050, +0.190] paired`` when the row has a paired CI, else the plain difference."""
+    d = f"{rm}_diff_vs_aligned"
+    if d in row and pd.notna(row[d]):
+        return fmt_ci(row[d], row[f"{d}_ci_low"], row[f"{d}_ci_high"], signed=True) + " paired"
+    return f"{diff:+.3f}"
 
 
 def headline(df: pd.DataFrame, params: Mapping[str, Any]) -> list[str]:
@@ -143,6 +161,6 @@ def headline(df: pd.DataFrame, params: Mapping[str, Any]) -> list[str]:
                 continue
             x, a = at[col].iloc[0], al[col].iloc[0]
             sft_txt = f", SFT {sft[col].iloc[0]:.3f}" if not sft.empty else ""
-            line += f" On {ps}: {x:.3f} vs aligned {a:.3f} ({x - a:+.3f}{sft_txt})."
+            line += f" On {ps}: {x:.3f} vs aligned {a:.3f} ({_gain_text(at.iloc[0], primary, x - a)}{sft_txt})."
         out.append(line)
     return out

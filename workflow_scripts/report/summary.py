@@ -2,7 +2,9 @@
 
 Column conventions (the tidy tables in :mod:`.tidy` restate them as units): ``<rm>_mean`` and its
 ``_ci_low``/``_ci_high`` are on the reward model's own scale; ``<rm>_win_rate`` is a percentage
-(0–100, ties count half); diagnostic rates (``restating_rate`` …) are fractions (0–1).
+(0–100, ties count half); ``<rm>_diff_vs_aligned`` (with CI) is the paired difference from the
+pair's aligned model on the reward model's scale; diagnostic rates (``restating_rate`` …) are
+fractions (0–1).
 """
 
 from __future__ import annotations
@@ -90,6 +92,32 @@ def _reward_columns(rm: str, mine: list[dict], base: list[dict] | None, boot: Ma
     return out
 
 
+def paired_difference(
+    mine: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]], boot: Mapping[str, int]
+) -> tuple[float, float, float, int]:
+    """(mean, CI low, CI high, n) of ``reward − base reward`` per prompt, over the prompts both answered.
+
+    Why paired: the two models answer the same prompts, so prompt difficulty cancels in the
+    per-prompt difference; bootstrapping those differences resamples the same prompts for both
+    models. Two unpaired CIs that overlap can hide a difference that is consistent on every prompt.
+    """
+    from ..metrics import bootstrap_ci
+
+    b = {s["id"]: s["reward"] for s in base}
+    diffs = [s["reward"] - b[s["id"]] for s in mine if s["id"] in b]
+    return (*bootstrap_ci(diffs, **boot), len(diffs))
+
+
+def _paired_columns(rm: str, mine: list[dict], aligned: list[dict] | None, boot: Mapping[str, int]) -> dict[str, float]:
+    """``<rm>_diff_vs_aligned`` with its paired CI; none without the aligned model's scores (and
+    none for the aligned model itself: the caller passes ``aligned=None``)."""
+    if aligned is None:
+        return {}
+    m, lo, hi, _ = paired_difference(mine, aligned, boot)
+    stem = f"{rm}_diff_vs_aligned"
+    return {stem: m, f"{stem}_ci_low": lo, f"{stem}_ci_high": hi}
+
+
 def _diagnostic_columns(d: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for c in DIAG_COLUMNS:
@@ -129,6 +157,7 @@ def build_summary(
     for pair_name, pair in params["pairs"].items():
         pvars = pair_variants(pair_name, pair, params["variants"])
         base_key = baseline_variant(params, pair)
+        aligned_key = Variant.base(pair["aligned"]).as_tuple()
         for ps in params["prompt_sets"]:
             wanted = wanted_variants(params, ps, pvars)
             for group, name in pvars:
@@ -142,9 +171,10 @@ def build_summary(
                 for rm in params["reward_models"]:
                     if (ps, rm, group, name) not in scores:
                         continue  # e.g. the gold reward on a non-world prompt set
-                    row.update(
-                        _reward_columns(rm, scores[(ps, rm, group, name)], scores.get((ps, rm, *base_key)), boot)
-                    )
+                    mine = scores[(ps, rm, group, name)]
+                    row.update(_reward_columns(rm, mine, scores.get((ps, rm, *base_key)), boot))
+                    aligned = None if (group, name) == aligned_key else scores.get((ps, rm, *aligned_key))
+                    row.update(_paired_columns(rm, mine, aligned, boot))
                 row.update(_lc_columns(params, ps, recs, generations, scores, (ps, group, name), base_key))
                 if gkey not in diag_cache:
                     diag_cache[gkey] = diagnostics(recs, max_new_tokens=params.get("max_new_tokens"), **boot)

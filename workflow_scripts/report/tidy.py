@@ -4,8 +4,10 @@
 :data:`RESULT_COLUMNS`. ``per_prompt.csv``: one row per (pair, prompt set, variant, prompt, metric,
 reward model) with :data:`PER_PROMPT_COLUMNS`. Units are one of :data:`UNITS`: ``score`` is the
 reward model's own scale, ``percent`` is 0–100, ``fraction`` is 0–1, ``flag`` is 0 or 1 for one
-answer, ``tokens`` and ``words`` count. Measurements that do not exist (the gold reward off the demo
-world, token counts of reference outputs) have no row rather than an empty value.
+answer, ``tokens`` and ``words`` count. Metric ``paired_diff`` (baseline ``aligned``) is a
+variant's mean per-prompt reward minus the aligned model's, with a paired bootstrap CI over prompts.
+Measurements that do not exist (the gold reward off the demo world, token counts of reference
+outputs) have no row rather than an empty value.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def _metric_columns(df: pd.DataFrame, params: Mapping[str, Any]) -> Iterator[tup
         yield f"{rm}_mean", "mean_reward", rm, "", "score"
         if f"{rm}_win_rate" in df:
             yield f"{rm}_win_rate", "win_rate", rm, baseline, "percent"
-        known = {f"{rm}_{s}" for s in ("mean", "ci_low", "ci_high", "win_rate", "win_rate_ci_low", "win_rate_ci_high")}
+        if f"{rm}_diff_vs_aligned" in df:
+            yield f"{rm}_diff_vs_aligned", "paired_diff", rm, "aligned", "score"
+        own = ("mean", "ci_low", "ci_high", "win_rate", "win_rate_ci_low", "win_rate_ci_high")
+        own += ("diff_vs_aligned", "diff_vs_aligned_ci_low", "diff_vs_aligned_ci_high")
+        known = {f"{rm}_{s}" for s in own}
         for col in df.columns:
             if col.startswith(f"{rm}_") and col not in known:  # the scorer's per-answer parts, averaged
                 yield col, col[len(rm) + 1 :], rm, "", "fraction"
