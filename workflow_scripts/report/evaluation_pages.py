@@ -75,11 +75,7 @@ def capability_display(cap: pd.DataFrame) -> pd.DataFrame:
 def judge_display(jt: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in jt.iterrows():
-        lc = (
-            _num(r.lc_win_rate, "{:.1f}")
-            if r.lc_win_rate is not None and not pd.isna(r.lc_win_rate)
-            else (f"unavailable ({r.lc_reason})")
-        )
+        lc = f"unavailable ({r.lc_reason})" if pd.isna(r.lc_win_rate) else f"{r.lc_win_rate:.1f}"
         rows.append(
             {
                 "pair": r.pair,
@@ -150,97 +146,66 @@ def evaluation_html(tables: Mapping[str, pd.DataFrame], experiment: str) -> str:
     )
 
 
-def _long_row(r: Mapping[str, Any], prompt_set: str, metric: str, rm: str, baseline: str, value, lo, hi, unit, n):
+def _long_row(r: Mapping[str, Any], **m: Any) -> dict[str, Any]:
+    """One ``results_long.csv`` row: the variant's identity from ``r``, the measurement from ``m``
+    (``prompt_set``, ``metric``, ``reward_model``, ``unit``, ``n``, ``value`` and optional
+    ``baseline`` / ``ci_low`` / ``ci_high``)."""
+    name = r["variant_id"].split("/", 1)[1]
     return {
         **{k: r[k] for k in ("pair", "variant_id", "variant", "kind", "alpha", "scheme")},
-        "prompt_set": prompt_set,
-        "model": r["variant_id"].split("/", 1)[1]
-        if r["kind"] in ("sft", "aligned")
-        else f"{r['pair']}/{r['variant_id'].split('/', 1)[1]}",
+        "model": name if r["kind"] in ("sft", "aligned") else f"{r['pair']}/{name}",
         "chosen_on_dev": False,
-        "metric": metric,
-        "reward_model": rm,
-        "baseline": baseline,
-        "value": value,
-        "ci_low": lo,
-        "ci_high": hi,
-        "unit": unit,
-        "n": n,
+        "baseline": "",
+        "ci_low": None,
+        "ci_high": None,
+        **m,
     }
+
+
+def _mtbench_long(mt: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for _, r in mt[mt.status == "ok"].iterrows():
+        at = {"prompt_set": "mt_bench", "reward_model": r.judge}
+        for part in ("turn_1", "turn_2", "overall"):
+            ci = {"ci_low": r[f"{part}_ci_low"], "ci_high": r[f"{part}_ci_high"]}
+            rows.append(
+                _long_row(r, **at, metric=f"mtbench_{part}", value=r[part], **ci, unit="rating", n=r.n_questions)
+            )
+        n = r.n_judgments
+        rows.append(_long_row(r, **at, metric="mtbench_unparseable", value=r.n_unparseable, unit="judgments", n=n))
+    return rows
+
+
+def _capability_long(cap: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for _, r in cap.iterrows():
+        at = {"prompt_set": r.task, "reward_model": "lm_eval", "unit": "fraction", "n": r.n}
+        half = 1.96 * r.stderr
+        rows.append(_long_row(r, **at, metric=r.metric, value=r.value, ci_low=r.value - half, ci_high=r.value + half))
+        if not pd.isna(r.delta_vs_aligned):
+            d, dh = r.delta_vs_aligned, 1.96 * r.delta_stderr
+            ci = {"ci_low": d - dh, "ci_high": d + dh}
+            rows.append(_long_row(r, **at, metric=f"{r.metric}_delta", baseline="aligned", value=d, **ci))
+    return rows
+
+
+def _judge_long(jt: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for _, r in jt.dropna(subset=["win_rate"]).iterrows():
+        at = {"prompt_set": r.prompt_set, "reward_model": f"{r.source}:{Path(str(r.judge)).name}"}
+        at.update(baseline=r.baseline, unit="percent", n=r.n)
+        ci = {"ci_low": r.win_rate_ci_low, "ci_high": r.win_rate_ci_high}
+        rows.append(_long_row(r, **at, metric="judge_win_rate", value=r.win_rate, **ci))
+        if not pd.isna(r.lc_win_rate):
+            rows.append(_long_row(r, **at, metric="judge_lc_win_rate", value=r.lc_win_rate))
+    return rows
 
 
 def evaluation_long(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """The tables in ``results_long.csv``'s columns: MT-Bench ratings (unit ``rating``, 1–10) with the
     judge as ``reward_model``; capability values (``fraction``, CI = ±1.96 s.e.) with ``lm_eval``;
     judge win rates (``percent``)."""
-    rows = []
-    for _, r in tables["mtbench"].iterrows():
-        if r.get("status") != "ok":
-            continue
-        for part in ("turn_1", "turn_2", "overall"):
-            rows.append(
-                _long_row(
-                    r,
-                    "mt_bench",
-                    f"mtbench_{part}",
-                    r.judge,
-                    "",
-                    r[part],
-                    r[f"{part}_ci_low"],
-                    r[f"{part}_ci_high"],
-                    "rating",
-                    r.n_questions,
-                )
-            )
-        rows.append(
-            _long_row(
-                r,
-                "mt_bench",
-                "mtbench_unparseable",
-                r.judge,
-                "",
-                r.n_unparseable,
-                None,
-                None,
-                "judgments",
-                r.n_judgments,
-            )
-        )
-    for _, r in tables["capability"].iterrows():
-        half = 1.96 * r.stderr if not pd.isna(r.stderr) else math.nan
-        rows.append(
-            _long_row(r, r.task, r.metric, "lm_eval", "", r.value, r.value - half, r.value + half, "fraction", r.n)
-        )
-        if not pd.isna(r.delta_vs_aligned):
-            dh = 1.96 * r.delta_stderr
-            d = r.delta_vs_aligned
-            rows.append(
-                _long_row(r, r.task, f"{r.metric}_delta", "lm_eval", "aligned", d, d - dh, d + dh, "fraction", r.n)
-            )
-    for _, r in tables["judge"].iterrows():
-        judge = f"{r.source}:{Path(str(r.judge)).name}"
-        if r.win_rate is None or pd.isna(r.win_rate):
-            continue
-        rows.append(
-            _long_row(
-                r,
-                r.prompt_set,
-                "judge_win_rate",
-                judge,
-                r.baseline,
-                r.win_rate,
-                r.win_rate_ci_low,
-                r.win_rate_ci_high,
-                "percent",
-                r.n,
-            )
-        )
-        if r.lc_win_rate is not None and not pd.isna(r.lc_win_rate):
-            rows.append(
-                _long_row(
-                    r, r.prompt_set, "judge_lc_win_rate", judge, r.baseline, r.lc_win_rate, None, None, "percent", r.n
-                )
-            )
+    rows = _mtbench_long(tables["mtbench"]) + _capability_long(tables["capability"]) + _judge_long(tables["judge"])
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
