@@ -211,3 +211,12 @@ def test_long_table_and_captions(built):
         assert set(pd.read_csv(outputs[key], nrows=1).columns) <= named, key
     units = set(re.findall(r"``(\w+)``", (ROOT / "report" / captions["evaluation_long"]).read_text()))
     assert set(long.unit) <= units
+
+
+def test_front_page_points_to_the_benchmark_tables():
+    import yaml
+    from test_report import _Record, _render_front_page
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert "category <em>Benchmarks</em>" in _render_front_page(cfg, [_Record(Path("r/evaluation.html"))])
+    assert "Benchmarks" not in _render_front_page(cfg, [])
