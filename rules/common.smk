@@ -119,6 +119,8 @@ def prompt_inputs(wildcards):
     spec = config["prompt_sets"][wildcards.prompt_set]
     if spec["source"] == "world":
         return {"world": L.world_file(spec["split"])}
+    if spec["source"] in ("pope", "chair"):
+        return EXP.prompt_set_files(wildcards.prompt_set)
     return {"file": spec["path"]} if spec["source"] == "file" else {}
 
 
@@ -183,6 +185,10 @@ def shapes_file(name):
 
 def shapes_prompt_file(wildcards):
     return L.shapes_file(EXP.prompt_spec(wildcards.prompt_set)["split"])
+
+
+def hallucination_vocab_inputs(wildcards):
+    return EXP.hallucination_vocab_files(wildcards.prompt_set)
 
 
 def hallucination_inputs():

@@ -37,7 +37,8 @@ rule shapes_world_tokenizer:
 
 
 rule shapes_prompt_set:
-    """A shapes-world split as a prompt set: records keep the scene (drawn on load) and the gold task."""
+    """A shapes-world split as a prompt set: records keep the scene (drawn on load) and the gold task.
+    POPE / CHAIR sets from files go through the generic `prompt_set` rule."""
     input:
         world=shapes_prompt_file,
     output:
@@ -45,7 +46,7 @@ rule shapes_prompt_set:
     log:
         f"{R}/logs/prompts/{{prompt_set}}.log",
     wildcard_constraints:
-        prompt_set=regex_of(EXP.multimodal_prompt_sets()),
+        prompt_set=regex_of(EXP.shapes_prompt_sets()),
     conda:
         f"{ENVS}/generate.yaml"
     params:
@@ -60,6 +61,7 @@ ruleorder: shapes_prompt_set > prompt_set
 rule hallucination:
     """CHAIR_i / CHAIR_s / recall / per-answer F1 and POPE accuracy / F1 / yes-ratio of one answer file."""
     input:
+        unpack(hallucination_vocab_inputs),
         generations=f"{R}/generations/{{prompt_set}}/{{group}}/{{variant}}.json",
     output:
         f"{R}/hallucination/{{prompt_set}}/{{group}}/{{variant}}.json",

@@ -120,3 +120,119 @@ def test_gamma_two_is_the_weighted_logprob_dpo(tmp_path, tiny_llama_factory, tin
     assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
     _, plain = _trainers(tmp_path, tiny_llama_factory, tiny_tokenizer_dir, gamma=1.0, average=average)
     assert got != pytest.approx(plain.compute_loss(plain.model, _batch(plain)).item(), rel=1e-4)
+
+
+# ---------------------------------------------------------------- explicit segments
+
+MIDDLE = [  # one word changed in the middle: the diff marks exactly that word's tokens
+    ("list three colors", "one two three red four five cat", "one two three dog four five cat"),
+    ("what is the opposite of hot", "one two three cold four five", "one two three big four five"),
+]
+
+
+def _span(text, word):
+    at = text.index(word)
+    return [at, at + len(word)]
+
+
+def _segment_rows(words):
+    """MIDDLE as records whose segments mark ``words[k]`` = (chosen word, rejected word)."""
+    return [
+        {
+            "id": f"p{k}",
+            "prompt": p,
+            "chosen": c,
+            "rejected": r,
+            "segments": {"chosen": [_span(c, wc)], "rejected": [_span(r, wr)]},
+        }
+        for k, ((p, c, r), (wc, wr)) in enumerate(zip(MIDDLE, words))
+    ]
+
+
+def _ddpo_trainer(tmp_path, tiny_llama_factory, rows):
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    from workflow_scripts.train.base import _load_tokenizer
+    from workflow_scripts.train.preference import _render_preference_rows
+
+    policy_dir = tiny_llama_factory("policy", seed=0)
+    tok = _load_tokenizer(policy_dir)
+    ds, _ = _render_preference_rows(tok, rows, 64, segments=any("segments" in r for r in rows))
+    args = DPOConfig(
+        output_dir=str(tmp_path / "scratch"),
+        beta=0.1,
+        max_length=64,
+        precompute_ref_log_probs=False,
+        use_cpu=True,
+        report_to="none",
+        activation_checkpointing=False,
+    )
+    model = AutoModelForCausalLM.from_pretrained(policy_dir)
+    ref = AutoModelForCausalLM.from_pretrained(tiny_llama_factory("ref", seed=1))
+    cls = make_ddpo_trainer_class()
+    return cls(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok, gamma=2.0, average=False)
+
+
+def _collated(trainer):
+    dl = trainer.get_train_dataloader()  # TRL's column removal and the wrapped collator, as in training
+    return next(iter(dl))
+
+
+def test_explicit_segments_that_agree_with_the_diff_give_its_weights_and_loss(tmp_path, tiny_llama_factory):
+    from workflow_scripts.train.ddpo import segment_weights
+    from workflow_scripts.train.ddpo_segments import FLAGS_KEY
+
+    rows = _segment_rows([("red", "dog"), ("cold", "big")])
+    trainer = _ddpo_trainer(tmp_path, tiny_llama_factory, rows)
+    batch = _collated(trainer)
+    flags = batch[FLAGS_KEY]
+    assert all(f is not None and sum(f) >= 1 for f in flags)
+    ids, mask = batch["input_ids"], batch["completion_mask"]
+    explicit = segment_weights(ids, mask, 2.0, explicit=flags)
+    assert explicit.equal(segment_weights(ids, mask, 2.0))
+    plain = _ddpo_trainer(tmp_path, tiny_llama_factory, [{k: v for k, v in r.items() if k != "segments"} for r in rows])
+    plain_batch = _collated(plain)
+    assert FLAGS_KEY not in plain_batch and plain_batch["input_ids"].equal(ids)
+    assert trainer.compute_loss(trainer.model, batch).item() == plain.compute_loss(plain.model, plain_batch).item()
+
+
+def test_explicit_segments_weigh_the_spans_they_name(tmp_path, tiny_llama_factory):
+    from workflow_scripts.train.ddpo import segment_weights
+    from workflow_scripts.train.ddpo_segments import FLAGS_KEY
+
+    rows = _segment_rows([("one", "cat"), ("two", "five")])
+    trainer = _ddpo_trainer(tmp_path, tiny_llama_factory, rows)
+    batch = _collated(trainer)
+    ids, mask = batch["input_ids"], batch["completion_mask"]
+    w = segment_weights(ids, mask, 2.0, explicit=batch[FLAGS_KEY])
+    assert not w.equal(segment_weights(ids, mask, 2.0))
+    tok = trainer.processing_class
+    for row, word in enumerate(["one", "two", "cat", "five"]):  # chosen rows, then rejected rows
+        heavy = tok.decode(ids[row][w[row] == 2.0].tolist())
+        assert heavy.strip() == word
+
+
+@pytest.mark.parametrize(
+    "segments, match",
+    [
+        ({"chosen": [[0, 99]], "rejected": []}, r"segments\.chosen\[0\] = \[0, 99\]"),
+        ({"chosen": [[3, 3]], "rejected": []}, r"segments\.chosen\[0\]"),
+        ({"chosen": [], "rejected": [[-1, 2]]}, r"segments\.rejected\[0\]"),
+        ({"chosen": [[0, 1.5]], "rejected": []}, r"segments\.chosen\[0\]"),
+        ({"chosen": []}, "segments must be"),
+        ({"chosen": "0-3", "rejected": []}, "segments.chosen must be a list"),
+    ],
+)
+def test_malformed_segments_name_the_record(tmp_path, segments, match):
+    from workflow_scripts.common import write_jsonl
+    from workflow_scripts.train.preference import prepare_preference_rows
+
+    rows = [{"id": f"p{k}", "prompt": p, "chosen": c, "rejected": r} for k, (p, c, r) in enumerate(MIDDLE)]
+    rows[1]["segments"] = segments
+    path = tmp_path / "prefs.jsonl"
+    write_jsonl(path, rows)
+    with pytest.raises(ValueError, match=match) as err:
+        prepare_preference_rows(str(path), 0.5)  # a record outside the trained fraction is checked too
+    assert "record 'p1'" in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)

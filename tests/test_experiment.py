@@ -36,11 +36,11 @@ def test_variants_and_what_answers_the_dev_set():
     schemes = [f"scheme_{s}" for s in cfg["extrapolation"]["schemes"]]
     assert [v.as_tuple() for v in exp.variants()] == [
         ("base", "sft"),
-        ("base", "dpo_0.1"),
+        ("base", "dpo_0.05"),
         *[("dpo", n) for n in alphas + schemes],
     ]
     # the dev set answers only what choosing α needs: the aligned model and the uniform α
-    assert [v.as_tuple() for v in exp.variants_for("dev")] == [("base", "dpo_0.1"), *[("dpo", n) for n in alphas]]
+    assert [v.as_tuple() for v in exp.variants_for("dev")] == [("base", "dpo_0.05"), *[("dpo", n) for n in alphas]]
     assert len(exp.variants_for("eval")) == 2 + len(alphas) + len(schemes)
     n = len(exp.variants_for("eval")) + len(exp.variants_for("dev"))
     assert len(list(exp.scored())) == 2 * n  # learned RM + gold on world sets
@@ -70,7 +70,7 @@ def test_gold_reward_scores_world_prompt_sets_only():
 
 def test_pair_meta_and_report_params():
     exp = build(small())
-    assert exp.pair_meta() == {"dpo": {"method": "dpo", "fraction": 0.1, "aligned": "dpo_0.1"}}
+    assert exp.pair_meta() == {"dpo": {"method": "dpo", "fraction": 0.05, "aligned": "dpo_0.05"}}
     p = exp.report_params()
     assert p["evaluation"]["primary_reward"] == "gold"
     assert p["variants"][0] == ("base", "sft")
@@ -91,10 +91,10 @@ def test_decoding_default_is_the_schemas():
 
 def test_variant_grammar_round_trips_through_paths():
     lay = Layout("demo")
-    pair = {"sft": "sft", "aligned": "dpo_0.1"}
+    pair = {"sft": "sft", "aligned": "dpo_0.05"}
     for v, role, alpha, label in [
         (Variant.base("sft"), "sft", -1.0, "sft (sft)"),
-        (Variant.base("dpo_0.1"), "aligned", 0.0, "aligned (dpo_0.1)"),
+        (Variant.base("dpo_0.05"), "aligned", 0.0, "aligned (dpo_0.05)"),
         (Variant.alpha_of("dpo", 2.0), "alpha", 2.0, "α=2"),
         (Variant.scheme_of("dpo", "thirds"), "scheme", None, "thirds"),
         (Variant.reference(), "reference", None, "reference outputs"),
@@ -117,8 +117,8 @@ def _local_model(tmp_path: Path, layers: int) -> str:
 
 
 CASES = {
-    "unknown base model": (lambda c: c["models"]["dpo_0.1"].update(base="nope"), "unknown model 'nope'"),
-    "unknown dataset": (lambda c: c["models"]["dpo_0.1"].update(data="nope"), "unknown dataset 'nope'"),
+    "unknown base model": (lambda c: c["models"]["dpo_0.05"].update(base="nope"), "unknown model 'nope'"),
+    "unknown dataset": (lambda c: c["models"]["dpo_0.05"].update(data="nope"), "unknown dataset 'nope'"),
     "unknown architecture": (lambda c: c["models"]["sft"].update(init="nope"), "unknown world architecture 'nope'"),
     "base cycle": (
         lambda c: c["models"].update(
@@ -207,21 +207,21 @@ def test_cross_reference_errors_name_the_culprit(case):
 def test_local_model_depth_read_from_config_json(tmp_path):
     cfg = small()
     cfg["models"]["sft"] = {"source": "local", "path": _local_model(tmp_path, 4)}
-    cfg["models"]["dpo_0.1"]["base"] = "sft"
+    cfg["models"]["dpo_0.05"]["base"] = "sft"
     cfg["extrapolation"]["schemes"]["deep"] = {"groups": [{"layers": [2, 6], "by": "index", "alpha": 1}], "default": 0}
     with pytest.raises(ConfigError, match="outside a model with 4 layers"):
         Experiment(copy.deepcopy(cfg))
-    assert Experiment(copy.deepcopy(cfg), check=False).model_num_layers("dpo_0.1") == 4
+    assert Experiment(copy.deepcopy(cfg), check=False).model_num_layers("dpo_0.05") == 4
 
 
 # ------------------------------------------------------------------------------ the closed schema
 
 SCHEMA_CASES = {
     "model key typo": (
-        lambda c: c["models"]["dpo_0.1"].update(fracton=0.05),
-        r"^models\.dpo_0\.1: unknown key 'fracton' \(did you mean 'fraction'\?\)$",
+        lambda c: c["models"]["dpo_0.05"].update(fracton=0.05),
+        r"^models\.dpo_0\.05: unknown key 'fracton' \(did you mean 'fraction'\?\)$",
     ),
-    "hparams typo": (lambda c: c["models"]["dpo_0.1"].update(hparms={}), r"did you mean 'hparams'"),
+    "hparams typo": (lambda c: c["models"]["dpo_0.05"].update(hparms={}), r"did you mean 'hparams'"),
     "hparam typo": (lambda c: c["training"]["dpo"].update(bta=0.1), r"^training\.dpo: unknown key 'bta'.*'beta'"),
     "key of another source": (
         lambda c: c["models"].update(loc={"source": "local", "path": "x", "repo": "a/b"}),
@@ -254,11 +254,11 @@ SCHEMA_CASES = {
         r"prompt_sets\.eval\.alphas",
     ),
     "pair named reference": (
-        lambda c: c["pairs"].update(reference={"sft": "sft", "aligned": "dpo_0.1"}),
+        lambda c: c["pairs"].update(reference={"sft": "sft", "aligned": "dpo_0.05"}),
         r"^pairs: 'reference' is not an allowed name",
     ),
     "pair named base": (
-        lambda c: c["pairs"].update(base={"sft": "sft", "aligned": "dpo_0.1"}),
+        lambda c: c["pairs"].update(base={"sft": "sft", "aligned": "dpo_0.05"}),
         r"'base' is not an allowed",
     ),
 }

@@ -49,7 +49,23 @@ def workflow_copy(tmp_path_factory) -> Path:
             shutil.copytree(src, root / part, ignore=ignore)
         elif src.exists():
             shutil.copy2(src, root / part)
+    _placeholder_data(root)
     return root
+
+
+def _placeholder_data(root: Path) -> None:
+    """Empty stand-ins for the local benchmark files (POPE, CHAIR) experiments read: a dry run
+    needs its inputs to exist, not their contents."""
+    for cfg_path in (root / "experiments").glob("*.yaml"):
+        for spec in yaml.safe_load(cfg_path.read_text()).get("prompt_sets", {}).values():
+            if spec["source"] not in ("pope", "chair"):
+                continue
+            (root / spec["images"]).mkdir(parents=True, exist_ok=True)
+            files = list(spec["questions"].values()) if spec["source"] == "pope" else [spec["questions"]]
+            files += [spec[k] for k in ("annotations", "synonyms") if k in spec]
+            for f in files:
+                (root / f).parent.mkdir(parents=True, exist_ok=True)
+                (root / f).touch()
 
 
 def plan(root: Path, experiment: str) -> dict[str, set[str]]:
@@ -225,6 +241,33 @@ def test_smollm2_offline_never_trains_on_evaluated_prompts():
     assert trained_on == {"prefs"} and evaluated == {"eval", "dev"}
     assert cfg["evaluation"]["primary_reward"] == "gold"
     assert all(rm.get("label") for rm in cfg["reward_models"].values())
+
+
+# ------------------------------------------------------------------------------ a vision-language model
+
+
+def test_llava15_rlhfv_plan(workflow_copy):
+    jobs = plan(workflow_copy, "llava15_rlhfv")
+    cfg = yaml.safe_load((REPO / "experiments/llava15_rlhfv.yaml").read_text())
+    assert jobs["checkpoint_model"] == {"checkpoints/llava15"}
+    assert jobs["train_model"] == {"trained/ddpo_0.2", "trained/dpo_0.2"}
+    assert cfg["training"]["ddpo"]["ddpo"] == {"gamma": 5.0, "average": True} and cfg["training"]["ddpo"]["beta"] == 0.5
+    alphas = ["0.5", "1", "2", "4"]
+    pairs = {p: {"sft": "llava15", "aligned": f"{p}_0.2", "alphas": alphas, "schemes": []} for p in ("ddpo", "dpo")}
+    assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"{p}/alpha{a}.json" for p in pairs for a in alphas}
+    assert "extrapolate_scheme" not in jobs  # the α sweep moves the LLM only (the pairs' component defaults)
+    assert jobs["prompt_set"] == {"prompts/pope.jsonl", "prompts/chair.jsonl", "prompts/chair_dev.jsonl"}
+    full, dev = _json(expected_variants(pairs)), _json(expected_variants(pairs, dev=True))
+    for ps in ("pope", "chair"):
+        assert files_under(jobs, "generate", f"generations/{ps}") == full
+        assert files_under(jobs, "hallucination", f"hallucination/{ps}") == full
+    assert files_under(jobs, "generate", "generations/chair_dev") == dev
+    assert files_under(jobs, "hallucination", "hallucination/chair_dev") == dev
+    # the gold reward (yes/no correctness) exists on POPE only; CHAIR is scored by the hallucination rule
+    assert files_under(jobs, "score", "scores/pope/gold") == full
+    assert len(jobs["score"]) == len(full) == 11
+    assert len(jobs["generate"]) == 11 + 11 + 10
+    assert "report/hallucination.md" in jobs["hallucination_report"]
 
 
 # ------------------------------------------------------------------------------ every experiment

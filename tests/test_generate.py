@@ -444,8 +444,8 @@ def test_readme_command_reproduces_the_workflow_answers_byte_for_byte(model_dir,
     exp = Experiment(validate_config(yaml.safe_load((root / "config.yaml").read_text())), check=False)
     prompts = tmp_path / "prompts" / "eval.jsonl"
     write_jsonl(prompts, PROMPTS * 1 + [dict(p, id=p["id"] + "b") for p in PROMPTS])
-    generator = f"{exp.name}/dpo_0.1/alpha1"
-    rule_out = tmp_path / "generations" / "eval" / "dpo_0.1" / "alpha1.json"
+    generator = f"{exp.name}/dpo_0.05/alpha1"
+    rule_out = tmp_path / "generations" / "eval" / "dpo_0.05" / "alpha1.json"
     smk = SimpleNamespace(
         input=SimpleNamespace(model=str(model_dir), prompts=str(prompts)),
         params=SimpleNamespace(decoding=exp.decoding(), generator=generator),
@@ -453,7 +453,7 @@ def test_readme_command_reproduces_the_workflow_answers_byte_for_byte(model_dir,
     )
     stages.generate_job(smk)
     readme = (root / "README.md").read_text()
-    assert "python -m workflow_scripts.generate --model results/demo/extrapolated/dpo_0.1/alpha1 " in readme
+    assert "python -m workflow_scripts.generate --model results/demo/extrapolated/dpo_0.05/alpha1 " in readme
     cli_out = tmp_path / "gens.json"
     cmd = [sys.executable, "-m", "workflow_scripts.generate", "--model", str(model_dir), "--prompts", str(prompts)]
     cmd += ["--out", str(cli_out), "--generator", generator]

@@ -199,8 +199,8 @@ def test_front_page_says_what_was_compared_and_which_alpha_was_chosen(report):
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     body = _render_front_page(cfg, [_Record(report / "summary.html")])
-    assert "dpo_0.1" in body and "10 % of the preference pairs" in body
-    assert "α = 0.5, 1, 2, 4, 8" in body and "thirds" in body
+    assert "dpo_0.05" in body and "5 % of the preference pairs" in body
+    assert "α = 1, 2, 4, 8" in body and "thirds" in body
     assert "the dev set: it chooses α" in body
     assert "α = 2 has the highest mean rm reward" in body  # the run's overview.rst
     assert 'href="javascript:void(0)">summary.html' in body

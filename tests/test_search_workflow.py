@@ -66,9 +66,9 @@ def test_plan_inputs_are_the_earlier_rounds_scores_and_plan():
     exp = Experiment(demo_config(budget=5))
     load = plans(([1, 4], False), ([2], False))
     r = "results/demo"
-    assert exp.search.plan_inputs("dpo", 0, load) == [f"{r}/scores/dev/gold/base/dpo_0.1.json"]
+    assert exp.search.plan_inputs("dpo", 0, load) == [f"{r}/scores/dev/gold/base/dpo_0.05.json"]
     assert exp.search.plan_inputs("dpo", 2, load) == [
-        f"{r}/scores/dev/gold/base/dpo_0.1.json",
+        f"{r}/scores/dev/gold/base/dpo_0.05.json",
         f"{r}/scores/dev/gold/dpo/alpha1.json",
         f"{r}/scores/dev/gold/dpo/alpha4.json",
         f"{r}/scores/dev/gold/dpo/alpha2.json",

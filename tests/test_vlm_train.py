@@ -124,3 +124,108 @@ def test_generation_through_the_processor_keeps_the_image_reference(vlm_world):
     assert "chair" in evaluate_records(recs, S.shapes_vocab())
     with pytest.raises(ValueError, match="neither an 'image' path nor a 'scene'"):
         generate_vlm(vlm_world / "base", [{"id": "x", "instruction": "describe the image."}], dec, generator="b")
+
+
+def test_ddpo_segments_map_through_the_vision_collator(vlm_world, tmp_path):
+    """Explicit segments on image rows: TRL's vision rendering is reproduced token for token, and
+    spans that mark the corrected word give the diff's weights."""
+    from datasets import Dataset
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import DPOConfig
+
+    from workflow_scripts.train.ddpo import make_ddpo_trainer_class, segment_weights
+    from workflow_scripts.train.ddpo_segments import FLAGS_KEY
+    from workflow_scripts.train.vlm import _image_rows
+
+    w = S.build_shapes_world(seed=0, n_sft=8, n_pref=8, n_eval=2, n_dev=2)
+    row = dict(next(r for r in w["prefs"] if r["style"] == "color"))
+    # the one word that differs, located by its first differing character
+    k = next(i for i, (a, b) in enumerate(zip(row["chosen"], row["rejected"])) if a != b)
+    wc, wr = row["chosen"][k:].split()[0].rstrip("."), row["rejected"][k:].split()[0].rstrip(".")
+    row["segments"] = {"chosen": [[k, k + len(wc)]], "rejected": [[k, k + len(wr)]]}
+    processor = AutoProcessor.from_pretrained(vlm_world / "base")
+    ds = Dataset.from_list(_image_rows([row], processor, None, ("chosen", "rejected"), segments=True))
+    args = DPOConfig(
+        output_dir=str(tmp_path / "scratch"),
+        beta=0.1,
+        max_length=64,
+        precompute_ref_log_probs=False,
+        use_cpu=True,
+        report_to="none",
+        activation_checkpointing=False,
+    )
+    model = AutoModelForImageTextToText.from_pretrained(vlm_world / "base")
+    trainer = make_ddpo_trainer_class()(
+        model=model, args=args, train_dataset=ds, processing_class=processor, gamma=2.0, average=False
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids, mask = batch["input_ids"], batch["completion_mask"]
+    weights = segment_weights(ids, mask, 2.0, explicit=batch[FLAGS_KEY])
+    assert weights.equal(segment_weights(ids, mask, 2.0))
+    heavy = [processor.tokenizer.decode(ids[r][weights[r] == 2.0].tolist()).strip() for r in (0, 1)]
+    assert heavy == [wc, wr]
+
+
+def test_vllm_requests_pass_each_image_as_multi_modal_data(vlm_world, tmp_path):
+    """The vLLM path's requests, built without vLLM: the chat-template text the HF path feeds,
+    one image placeholder, the image itself; a file asked about twice is decoded once."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from workflow_scripts.multimodal import IMAGE_TOKEN, user_turn
+    from workflow_scripts.vlm_generate import vllm_requests
+
+    processor = AutoProcessor.from_pretrained(vlm_world / "base")
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "a.png")
+    w = S.build_shapes_world(seed=0, n_sft=8, n_pref=8, n_eval=2, n_dev=2)
+    prompts = [
+        {"id": "q1", "instruction": "is there a dog in the image?", "image": "a.png"},
+        {"id": "q2", "instruction": "is there a cat in the image?", "image": "a.png"},
+        w["eval"][0],
+    ]
+    reqs = vllm_requests(processor, prompts, tmp_path)
+    for p, r in zip(prompts, reqs):
+        assert r["prompt"] == processor.apply_chat_template(user_turn(p["instruction"]), add_generation_prompt=True)
+        assert r["prompt"].count(IMAGE_TOKEN) == 1 and p["instruction"] in r["prompt"]
+        assert isinstance(r["multi_modal_data"]["image"], Image.Image)
+    assert reqs[0]["multi_modal_data"]["image"] is reqs[1]["multi_modal_data"]["image"]
+    assert reqs[0]["multi_modal_data"]["image"].size == (40, 30)  # vLLM's processor resizes, not us
+    assert reqs[2]["multi_modal_data"]["image"].size == (processor.image_processor.crop_size["height"],) * 2
+
+
+def test_vllm_backend_without_cuda_or_vllm_is_refused_in_one_line(vlm_world, monkeypatch):
+    """backend vllm on a machine without it fails before any model loads; auto falls back to hf."""
+    from workflow_scripts import generate as G
+    from workflow_scripts.vlm_generate import generate_vlm
+
+    monkeypatch.setattr(G, "vllm_available", lambda: False)
+    w = S.build_shapes_world(seed=0, n_sft=8, n_pref=8, n_eval=2, n_dev=2)
+    with pytest.raises(ValueError, match="backend 'vllm' needs the vllm package and a visible CUDA device") as err:
+        generate_vlm(vlm_world / "missing", w["eval"][:1], {"preset": "greedy"}, generator="x", backend="vllm")
+    assert "\n" not in str(err.value)
+    recs = generate_vlm(
+        vlm_world / "base", w["eval"][:1], {"preset": "greedy", "max_new_tokens": 2}, generator="x", device="cpu"
+    )
+    assert len(recs) == 1
+
+
+def test_rlhf_v_hub_rows_become_preference_rows(monkeypatch):
+    """RLHF-V's rows (a JSON `text` with question/chosen/rejected, a decoded image) load as
+    prompt/chosen/rejected with the image kept; the image token in the question is dropped."""
+    from PIL import Image
+
+    from workflow_scripts.multimodal import load_image
+    from workflow_scripts.train import data as D
+    from workflow_scripts.train.base import _sha256_rows
+
+    img = Image.new("RGB", (8, 8), "blue")
+    text = json.dumps({"question": "<image>\nWhat is shown?", "chosen": "A cup.", "rejected": "A cup and a fork."})
+    monkeypatch.setattr(D, "_load_hub_dataset", lambda name, split, **kw: [{"image": img, "text": text, "idx": 3}])
+    rows = D.load_rows({"source": "hub", "name": "openbmb/RLHF-V-Dataset", "split": "train"})
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [
+        ("What is shown?", "A cup.", "A cup and a fork.")
+    ]
+    assert load_image(rows[0], None, 32) is not None and len(_sha256_rows(rows)) == 64
+    monkeypatch.setattr(D, "_load_hub_dataset", lambda name, split, **kw: [{"image": img, "text": "{bad", "idx": 3}])
+    with pytest.raises(ValueError, match="RLHF-V row 3"):
+        D.load_rows({"source": "hub", "name": "openbmb/RLHF-V-Dataset", "split": "train"})

@@ -55,11 +55,11 @@ def test_default_and_small_configs_are_valid():
             lambda c: c["extrapolation"]["schemes"].update(bad={"preset": "quarters", "alphas": [1, 2, 3]}),
             r"'quarters' is not one of \['thirds', 'thirds_5_10_15'\]",
         ),
-        (lambda c: c["models"]["dpo_0.1"].update(fraction=1.5), r"1\.5 is greater than the maximum of 1"),
-        (lambda c: c["models"]["dpo_0.1"].update(method="ppo"), r"'ppo' is not one of"),
-        (lambda c: c["pairs"].update(base={"sft": "sft", "aligned": "dpo_0.1"}), r"base"),
+        (lambda c: c["models"]["dpo_0.05"].update(fraction=1.5), r"1\.5 is greater than the maximum of 1"),
+        (lambda c: c["models"]["dpo_0.05"].update(method="ppo"), r"'ppo' is not one of"),
+        (lambda c: c["pairs"].update(base={"sft": "sft", "aligned": "dpo_0.05"}), r"base"),
         (lambda c: c["decoding"].update(temperature="hot"), r"'hot' is not of type 'number'"),
-        (lambda c: c.update(pairs={"-bad": {"sft": "sft", "aligned": "dpo_0.1"}}), r"-bad"),
+        (lambda c: c.update(pairs={"-bad": {"sft": "sft", "aligned": "dpo_0.05"}}), r"-bad"),
     ],
 )
 def test_schema_rejects_bad_configs_with_a_clear_message(mutate, message):

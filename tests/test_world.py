@@ -1,8 +1,10 @@
 """The demo world: deterministic data, a gold reward that grades the failure modes, held-out splits."""
 
 import random
+from pathlib import Path
 
 import pytest
+import yaml
 
 from workflow_scripts.world.tasks import (
     HELD_OUT_KINDS,
@@ -12,6 +14,7 @@ from workflow_scripts.world.tasks import (
     gold_reward,
     grade,
     sample_task,
+    split_pool,
 )
 
 
@@ -25,7 +28,7 @@ def test_world_is_deterministic():
 
 
 def test_eval_and_dev_instructions_are_held_out_from_training():
-    w = build_world(seed=0, n_sft=2000, n_pref=1000, n_eval=100, n_dev=60)
+    w = build_world(seed=0, n_sft=2000, n_pref=1000, n_eval=67, n_dev=52)
     train = {r["prompt"] for r in w["sft"]} | {r["prompt"] for r in w["prefs"]}
     for split in ("eval", "dev"):
         held = [r for r in w[split] if r["task"]["kind"] in HELD_OUT_KINDS]
@@ -34,6 +37,21 @@ def test_eval_and_dev_instructions_are_held_out_from_training():
     evals = {r["instruction"] for r in w["eval"] if r["task"]["kind"] in HELD_OUT_KINDS}
     devs = {r["instruction"] for r in w["dev"] if r["task"]["kind"] in HELD_OUT_KINDS}
     assert not evals & devs
+
+
+def test_eval_and_dev_prompts_are_distinct_instructions_up_to_the_split_pool():
+    # the default world's pools: its eval and dev sets hold all of them, once each
+    pools = {s: split_pool(s, dev_frac=0.2, eval_frac=0.3) for s in ("eval", "dev")}
+    assert {s: len(p) for s, p in pools.items()} == {"eval": 67, "dev": 52}
+    world = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["world"]
+    assert (world["n_eval"], world["n_dev"]) == (67, 52)  # the default demo asks for all of them
+    w = build_world(seed=0, n_sft=20, n_pref=20, n_eval=67, n_dev=52)
+    for split, pool in pools.items():
+        instructions = [r["instruction"] for r in w[split]]
+        assert sorted(instructions) == pool  # distinct, and every one drawable
+        assert {r["task"]["kind"] for r in w[split]} == {"list", "repeat", "opposite"}
+    with pytest.raises(ValueError, match=r"^world.n_eval = 68, but the eval split holds 67 distinct instructions"):
+        build_world(seed=0, n_sft=10, n_pref=10, n_eval=68, n_dev=1)
 
 
 def test_preference_pairs_prefer_the_good_style():

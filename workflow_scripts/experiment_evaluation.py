@@ -43,8 +43,8 @@ class EvaluationPlanning:
         return self.reward_models[rm].get("type") == "gold"
 
     def scorable(self, prompt_set: str, rm: str) -> bool:
-        """The gold reward only exists on the demo worlds' prompt sets."""
-        return not self.is_gold(rm) or self.prompt_sets[prompt_set]["source"] in ("world", "shapes_world")
+        """The gold reward exists on the demo worlds' prompt sets and on POPE (yes/no correctness)."""
+        return not self.is_gold(rm) or self.prompt_sets[prompt_set]["source"] in ("world", "shapes_world", "pope")
 
     def scored(self) -> Iterator[tuple[str, str, Variant]]:
         """Every (prompt set, reward model, variant) that gets a score file."""

@@ -13,8 +13,10 @@ from typing import Any
 
 from .layout import Variant
 
-MULTIMODAL_SOURCES = ("shapes_world",)
+MULTIMODAL_SOURCES = ("shapes_world", "pope", "chair")
 """Prompt-set sources whose records carry an image (or a scene drawn on load) and gold objects."""
+FILE_SET_INPUTS = {"chair": ("questions", "annotations", "synonyms")}
+"""Files a file-based multimodal prompt set is built from (POPE's are per split, under ``questions``)."""
 VLM_ONLY_HPARAMS = ("freeze",)
 """Hyperparameters only image-modality models accept."""
 
@@ -75,6 +77,22 @@ class MultimodalPlanning:
 
     def multimodal_prompt_sets(self) -> list[str]:
         return [k for k, v in self.prompt_sets.items() if v["source"] in MULTIMODAL_SOURCES]  # type: ignore[attr-defined]
+
+    def shapes_prompt_sets(self) -> list[str]:
+        """Multimodal prompt sets drawn from the shapes world (the others are read from files)."""
+        return [k for k, v in self.prompt_sets.items() if v["source"] == "shapes_world"]  # type: ignore[attr-defined]
+
+    def prompt_set_files(self, prompt_set: str) -> dict[str, str]:
+        """The input files of a POPE / CHAIR prompt set (so Snakemake reruns it when one changes)."""
+        spec = self.prompt_sets[prompt_set]  # type: ignore[attr-defined]
+        if spec["source"] == "pope":
+            return {f"questions_{split}": path for split, path in spec["questions"].items()}
+        return {k: spec[k] for k in FILE_SET_INPUTS.get(spec["source"], ())}
+
+    def hallucination_vocab_files(self, prompt_set: str) -> dict[str, str]:
+        """The synonym list a CHAIR set's mentions are matched with (none for the other sources)."""
+        spec = self.prompt_sets[prompt_set]  # type: ignore[attr-defined]
+        return {"synonyms": spec["synonyms"]} if spec["source"] == "chair" else {}
 
     def hallucination_scored(self) -> Iterator[tuple[str, Variant]]:
         """Every (multimodal prompt set, variant) that gets CHAIR / POPE numbers."""

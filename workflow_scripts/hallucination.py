@@ -170,6 +170,12 @@ def vocab_for(spec: Mapping[str, Any]) -> dict[str, str]:
         from .world.shapes import shapes_vocab
 
         return shapes_vocab()
+    if spec.get("source") == "chair":
+        from .hallucination_sets import chair_vocab
+
+        return chair_vocab(spec["synonyms"])
+    if spec.get("source") == "pope":
+        return {}  # yes/no answers: no object mentions to match
     raise ValueError(f"prompt source {spec.get('source')!r} has no hallucination vocabulary")
 
 

@@ -46,10 +46,12 @@ def image_size(processor) -> int:
 
 
 def load_image(record: Mapping[str, Any], base_dir: str | Path | None, size: int):
-    """The record's image: ``image`` = a path relative to its set's folder, or ``scene`` = a
-    shapes-world scene rendered on load."""
+    """The record's image: ``image`` = a path relative to its set's folder (or an image already
+    decoded, as hub datasets give it), or ``scene`` = a shapes-world scene rendered on load."""
     from PIL import Image
 
+    if isinstance(record.get("image"), Image.Image):
+        return record["image"].convert("RGB")
     if "image" in record:
         path = Path(base_dir or ".") / record["image"]
         if not path.is_file():

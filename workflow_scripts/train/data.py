@@ -66,10 +66,36 @@ def _from_message_format(row: dict) -> dict:
     return out
 
 
+def _from_rlhf_v(row: dict) -> dict:
+    """An ``openbmb/RLHF-V-Dataset`` row as prompt/chosen/rejected (its ``text`` is a JSON string
+    ``{"question", "chosen", "rejected"}``; the image stays in ``image``, decoded by ``datasets``)."""
+    import json
+
+    from ..multimodal import strip_image_token
+
+    try:
+        pref = json.loads(row["text"])
+        out = {k: v for k, v in row.items() if k != "text"}
+        out.update(prompt=strip_image_token(pref["question"]).strip(), chosen=pref["chosen"], rejected=pref["rejected"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"RLHF-V row {row.get('idx', '?')}: 'text' is not {{question, chosen, rejected}} JSON"
+        ) from exc
+    return out
+
+
+def _from_hub_row(row: dict) -> dict:
+    """A hub row in one of the known layouts as plain prompt/chosen/rejected."""
+    if "prompt" not in row and isinstance(row.get("text"), str) and "chosen" not in row:
+        return _from_rlhf_v(row)
+    return _from_message_format(row)
+
+
 def load_rows(data: DataSpec) -> list[dict]:
     """Load rows from a JSONL/JSON file, an in-memory list, or a hub spec ``{"source": "hub", ...}``.
 
-    Hub rows in message-list format are converted to plain text (see :func:`_from_message_format`).
+    Hub rows in message-list format are converted to plain text (see :func:`_from_message_format`),
+    RLHF-V's rows from their JSON ``text`` (:func:`_from_rlhf_v`).
     """
     if isinstance(data, list):
         return [dict(r) for r in data]
@@ -78,7 +104,7 @@ def load_rows(data: DataSpec) -> list[dict]:
             raise ValueError(f"data spec {data!r}: expected {{'source': 'hub', 'name': ..., 'split': ...}}")
         extra = {k: v for k, v in data.items() if k not in ("source", "name", "split")}
         ds = _load_hub_dataset(data["name"], data.get("split", "train"), **extra)
-        return [_from_message_format(dict(r)) for r in ds]
+        return [_from_hub_row(dict(r)) for r in ds]
     return read_records(data, "data")
 
 

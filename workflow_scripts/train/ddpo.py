@@ -12,11 +12,11 @@ per-token weights (divided by their sum when averaging), so TRL's own sum over t
 the DDPO score, and the loss, the reward metrics and the reference handling stay TRL's. With γ = 1
 and summed scores the trainer is exactly DPO (tested).
 
-Segments: the changed tokens come from a token diff of the chosen vs the rejected completion in
-the batch itself (what RLHF-V's Muffin code does): tokens inside a common run of at least
-``min_match`` (3) tokens are unchanged, every other token is changed. This works for text and
-vision batches alike, since both collators give each pair as row ``i`` (chosen) and ``B + i``
-(rejected) of one batch.
+Segments: a record's explicit ``segments`` (character spans of its answers, :mod:`.ddpo_segments`)
+when it has them; otherwise a token diff of the chosen vs the rejected completion in the batch
+itself (what RLHF-V's Muffin code does): tokens inside a common run of at least ``min_match`` (3)
+tokens are unchanged, every other token is changed. Both work for text and vision batches alike,
+since both collators give each pair as row ``i`` (chosen) and ``B + i`` (rejected) of one batch.
 """
 
 from __future__ import annotations
@@ -44,9 +44,15 @@ def changed_tokens(a: Sequence[int], b: Sequence[int], min_match: int = MIN_MATC
     return ca, cb
 
 
-def segment_weights(input_ids, completion_mask, gamma: float, min_match: int = MIN_MATCH):
+def segment_weights(
+    input_ids, completion_mask, gamma: float, min_match: int = MIN_MATCH, explicit: Sequence | None = None
+):
     """Weights ``[2B, L]`` for a DPO batch (rows 0..B-1 chosen, B..2B-1 rejected): γ on changed
-    completion tokens, 1 on unchanged ones, 0 outside the completion."""
+    completion tokens, 1 on unchanged ones, 0 outside the completion.
+
+    ``explicit``: per row the changed flag of each completion token (from a record's segments), or
+    None where the pair's tokens are diffed.
+    """
     import torch
 
     mask = completion_mask.bool()
@@ -55,7 +61,10 @@ def segment_weights(input_ids, completion_mask, gamma: float, min_match: int = M
     for i in range(n):
         pos_c = mask[i].nonzero().flatten()
         pos_r = mask[n + i].nonzero().flatten()
-        ca, cr = changed_tokens(input_ids[i, pos_c].tolist(), input_ids[n + i, pos_r].tolist(), min_match)
+        if explicit is not None and explicit[i] is not None:
+            ca, cr = list(explicit[i])[: len(pos_c)], list(explicit[n + i])[: len(pos_r)]
+        else:
+            ca, cr = changed_tokens(input_ids[i, pos_c].tolist(), input_ids[n + i, pos_r].tolist(), min_match)
         w[i, pos_c[torch.tensor(ca, dtype=torch.bool)]] = float(gamma)
         w[n + i, pos_r[torch.tensor(cr, dtype=torch.bool)]] = float(gamma)
     return w
@@ -100,6 +109,8 @@ def make_ddpo_trainer_class():
     """The DDPOTrainer class (built lazily so importing this module does not import TRL/torch)."""
     from trl import DPOTrainer
 
+    from .ddpo_segments import COLUMN, FLAGS_KEY, SegmentCollator
+
     class DDPOTrainer(DPOTrainer):
         """TRL's DPOTrainer scoring answers by the segment-weighted log-probability of DDPO."""
 
@@ -112,10 +123,18 @@ def make_ddpo_trainer_class():
             self.ddpo_gamma = float(gamma)
             self.ddpo_average = bool(average)
             self.ddpo_min_match = int(min_match)
+            if self.train_dataset is not None and COLUMN in (self.train_dataset.column_names or ()):
+                self.data_collator = SegmentCollator(self.data_collator, self.processing_class)
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if COLUMN not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, COLUMN]
 
         def _compute_loss(self, model, inputs, return_outputs):
+            explicit = inputs.pop(FLAGS_KEY, None)
             weights = segment_weights(
-                inputs["input_ids"], inputs["completion_mask"], self.ddpo_gamma, self.ddpo_min_match
+                inputs["input_ids"], inputs["completion_mask"], self.ddpo_gamma, self.ddpo_min_match, explicit
             )
             scale = token_scale(weights, inputs["completion_mask"].to(weights.dtype), average=self.ddpo_average)
             with _scaled_log_probs([model, self.ref_model], scale):

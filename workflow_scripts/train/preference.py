@@ -37,6 +37,7 @@ from .data import (
     select_fraction,
     validate_columns,
 )
+from .ddpo_segments import COLUMN, SEGMENTS_KEY, segment_cell, validate_all_segments
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def prepare_preference_rows(data: DataSpec, fraction: float, subset_seed: int = 
     if not rows:
         raise ValueError(f"{source}: preference dataset is empty")
     validate_columns(rows, PREFERENCE_COLUMNS, source)
+    n_segments = validate_all_segments(rows, source)
     idx = select_fraction(len(rows), fraction, subset_seed)
     if not idx:
         raise ValueError(f"{source}: fraction {fraction} of {len(rows)} pairs selects no pairs")
@@ -98,20 +100,26 @@ def prepare_preference_rows(data: DataSpec, fraction: float, subset_seed: int = 
         "n_pairs": len(subset),
         "subset_seed": subset_seed,
         "subset_sha256": hashlib.sha256(json.dumps(idx).encode()).hexdigest(),
+        "n_pairs_with_segments": sum(SEGMENTS_KEY in r for r in subset) if n_segments else 0,
     }
     return subset, info
 
 
-def _render_preference_rows(tok, rows: list[dict], max_length: int):
-    """The rendered (prompt, chosen, rejected) dataset and its length statistics (over-long ones are logged)."""
+def _render_preference_rows(tok, rows: list[dict], max_length: int, *, segments: bool = False):
+    """The rendered (prompt, chosen, rejected) dataset and its length statistics (over-long ones are logged).
+
+    ``segments``: DDPO's explicit segments travel in their own column (:mod:`.ddpo_segments`).
+    """
     from datasets import Dataset
 
     rendered = []
-    for r in rows:
+    for i, r in enumerate(rows):
         p, c = render_pair(tok, r["prompt"], r["chosen"])
         p2, rj = render_pair(tok, r["prompt"], r["rejected"])
         assert p == p2
         rendered.append({"prompt": p, "chosen": c, "rejected": rj})
+        if segments:
+            rendered[-1][COLUMN] = segment_cell(r, i, "preference data", rendered[-1])
     stats = _length_stats(tok, (r["prompt"] + r[k] for r in rendered for k in ("chosen", "rejected")), max_length)
     if stats["n_over_max_length"]:
         log.warning(
@@ -188,7 +196,8 @@ def train_preference(
     device = pick_device(device)
     tok = _load_tokenizer(base)
 
-    ds, stats = _render_preference_rows(tok, rows, max_length)
+    with_segments = method == "ddpo" and info["n_pairs_with_segments"] > 0
+    ds, stats = _render_preference_rows(tok, rows, max_length, segments=with_segments)
 
     import torch
 

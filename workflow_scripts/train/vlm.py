@@ -43,6 +43,7 @@ from .base import (
     write_history_csv,
 )
 from .data import DataSpec, PathLike, _describe, load_rows, validate_columns
+from .ddpo_segments import COLUMN, segment_cell
 from .preference import make_preference_trainer, prepare_preference_rows, validate_preference_config
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,18 @@ def _load_vlm(base: Path, dtype):
     return model, processor
 
 
-def _image_rows(rows: list[dict], processor, base_dir: Path | None, answer_keys: tuple[str, ...]) -> list[dict]:
+def _image_rows(
+    rows: list[dict], processor, base_dir: Path | None, answer_keys: tuple[str, ...], *, segments: bool = False
+) -> list[dict]:
+    """TRL's vision rows; ``segments``: DDPO's explicit segments in their own column (:mod:`.ddpo_segments`)."""
     size = image_size(processor)
     out = []
-    for r in rows:
+    for i, r in enumerate(rows):
         row: dict[str, Any] = {"images": [load_image(r, base_dir, size)], "prompt": user_turn(r["prompt"])}
         for k in answer_keys:
             row[k] = assistant_turn(r[k])
+        if segments:
+            row[COLUMN] = segment_cell(r, i, "preference data")
         out.append(row)
     return out
 
@@ -113,7 +119,9 @@ def _setup(base: PathLike, lora: dict | None, freeze, device: str, threads: int 
     base_dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32").replace("torch.", "")
     amp = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
     check_precision(base_dtype, amp)
-    model, processor = _load_vlm(base, torch.float32)
+    # LoRA on a GPU trains adapters over bf16 weights (a 7B LLaVA in fp32 would double the memory)
+    load_dtype = torch.bfloat16 if (amp == "bf16" and lora is not None) else torch.float32
+    model, processor = _load_vlm(base, load_dtype)
     frozen = apply_freeze(model, list(DEFAULT_FREEZE if freeze is None else freeze))
     peft_config, lora_args = None, None
     if lora is not None:
@@ -213,7 +221,8 @@ def train_vlm(
         base, lora, freeze, device, threads
     )
     img_dir = Path(image_dir) if image_dir else (Path(data).parent if isinstance(data, (str, Path)) else None)
-    ds = Dataset.from_list(_image_rows(rows, processor, img_dir, keys))
+    with_segments = method == "ddpo" and bool(info.get("n_pairs_with_segments"))
+    ds = Dataset.from_list(_image_rows(rows, processor, img_dir, keys, segments=with_segments))
     common = _common_args(
         device=device, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, scratch=Path(".")
     )

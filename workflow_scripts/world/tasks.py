@@ -64,6 +64,8 @@ REPEAT_TEMPLATES = ["Say {w} {n} times."]
 REVERSE_TEMPLATES = ["Reverse: {seq}"]
 OPPOSITE_TEMPLATES = ["Opposite of {w}?"]
 KINDS = ("list", "repeat", "opposite")
+LIST_COUNTS = (2, 4)  # "List n colors.": n drawn from this closed range
+REPEAT_COUNTS = (2, 5)  # "Say w n times."
 # Families whose eval/dev instructions never occur in training (their slots do: "Say cat 4 times."
 # is held out while "Say cat 3 times." and "Say dog 4 times." are not). Opposites are facts: a
 # held-out word could not be known, so their instructions occur in every split.
@@ -96,12 +98,12 @@ def sample_task(rng: random.Random) -> Task:
     kind = rng.choice(KINDS)
     if kind == "list":
         cat = rng.choice(sorted(CATEGORIES))
-        n = rng.randint(2, 4)
+        n = rng.randint(*LIST_COUNTS)
         text = rng.choice(LIST_TEMPLATES).format(n=n, cat=cat)
         return Task(kind, text, {"category": cat, "n": n})
     if kind == "repeat":
         w = rng.choice(ALL_ITEMS)
-        n = rng.randint(2, 5)
+        n = rng.randint(*REPEAT_COUNTS)
         text = rng.choice(REPEAT_TEMPLATES).format(w=w, n=n)
         return Task(kind, text, {"word": w, "n": n})
     if kind == "reverse":
@@ -280,6 +282,39 @@ def split_of(instruction: str, dev_frac: float, eval_frac: float) -> str:
     return "train"
 
 
+def split_pool(split: str, dev_frac: float, eval_frac: float) -> list[str]:
+    """Every distinct instruction :func:`sample_task` can draw for ``split`` (sorted).
+
+    Why: eval and dev prompts are drawn without repeats, so their counts are bounded by this pool;
+    a count above it is the user's to lower, and the error says by how much.
+    """
+    held = [
+        f.format(n=n, cat=c)
+        for f in LIST_TEMPLATES
+        for c in CATEGORIES
+        for n in range(LIST_COUNTS[0], LIST_COUNTS[1] + 1)
+    ]
+    held += [
+        f.format(w=w, n=n)
+        for f in REPEAT_TEMPLATES
+        for w in ALL_ITEMS
+        for n in range(REPEAT_COUNTS[0], REPEAT_COUNTS[1] + 1)
+    ]
+    pool = [i for i in held if split_of(i, dev_frac, eval_frac) == split]
+    pool += [f.format(w=w) for f in OPPOSITE_TEMPLATES for w in OPPOSITES]  # facts: in every split
+    return sorted(set(pool))
+
+
+def _check_counts(counts: dict[str, int], dev_frac: float, eval_frac: float) -> None:
+    """Each split's prompt count fits its pool of distinct instructions, or one line says which not."""
+    for split, n in counts.items():
+        have = len(split_pool(split, dev_frac, eval_frac))
+        if n > have:
+            raise ValueError(
+                f"world.n_{split} = {n}, but the {split} split holds {have} distinct instructions; lower it"
+            )
+
+
 def build_world(
     seed: int,
     n_sft: int,
@@ -293,9 +328,10 @@ def build_world(
     """Generate every data file of the world, deterministically from ``seed``.
 
     Eval and dev instructions of the :data:`HELD_OUT_KINDS` families are disjoint from training
-    instructions (split by a hash of the text); instructions may repeat within a split: the pool of
-    distinct instructions is small, and a
-    repeated prompt is simply answered again (generation samples).
+    instructions (split by a hash of the text). Each eval and dev instruction occurs once in its
+    set: a bootstrap over prompts treats every row as an independent prompt, and a repeat is not
+    one (asking for more than :func:`split_pool` holds is a ValueError). Training instructions
+    repeat, with different answers.
 
     Returns ``{"sft": [...], "prefs": [...], "eval": [...], "dev": [...]}``; SFT rows are
     ``{"prompt", "completion", "style"}``, preference rows ``{"prompt", "chosen", "rejected",
@@ -309,6 +345,7 @@ def build_world(
     if total <= 0:
         raise ValueError("world mix weights must sum to a positive number")
     styles, weights = zip(*sorted(mix.items()))
+    _check_counts({"eval": n_eval, "dev": n_dev}, dev_frac, eval_frac)
     rng = random.Random(seed)
 
     def tasks_of(split: str, n: int, unique: bool):
@@ -347,6 +384,6 @@ def build_world(
     for split, n in (("eval", n_eval), ("dev", n_dev)):
         sets[split] = [
             {"id": f"{split}-{i:04d}", "instruction": t.instruction, "dataset": f"world_{split}", "task": t.as_record()}
-            for i, t in enumerate(tasks_of(split, n, unique=False))
+            for i, t in enumerate(tasks_of(split, n, unique=True))
         ]
     return {"sft": sft, "prefs": prefs, **sets}
