@@ -45,6 +45,7 @@ localrules:
     reference_outputs,
     alpaca_eval_judge,
     report,
+    evaluation_report,
 
 
 onstart:
@@ -63,4 +64,5 @@ rule all:
         local_judge_targets(),
         mtbench_targets(),
         capability_targets(),
+        evaluation_report_targets(),
         all_cards(),

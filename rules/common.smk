@@ -282,6 +282,10 @@ def capability_targets():
     return [f"{R}/capability/{v.group}/{v.name}.json" for v in EXP.model_variants()] if EXP.capability_spec() else []
 
 
+def evaluation_report_targets():
+    return list(L.evaluation_files.values()) if EXP.evaluation_reported() else []
+
+
 def local_judge_inputs(wildcards):
     return {
         "generations": L.generation(wildcards.prompt_set, wildcards.group, wildcards.variant),

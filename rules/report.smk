@@ -99,3 +99,60 @@ rule report:
         report=EXP.report_params(),
     script:
         f"{SMK}/report.py"
+
+
+rule evaluation_report:
+    """MT-Bench, capability and judge tables per variant (only when one of those stages is configured):
+    its own rule, so hours of judging never hold back the reward report."""
+    input:
+        mtbench=mtbench_targets(),
+        capability=capability_targets(),
+        local_judge=local_judge_targets(),
+        alpaca_eval=judge_targets(),
+        published_lmeval="resources/expo_published_lmeval.csv",
+    output:
+        evaluation_html=report(
+            L.evaluation_files["evaluation_html"],
+            caption="../report/evaluation.rst",
+            category="Benchmarks",
+            labels={"table": "MT-Bench, capability, judges (rendered)"},
+        ),
+        evaluation_md=L.evaluation_files["evaluation_md"],
+        mtbench_csv=report(
+            L.evaluation_files["mtbench_csv"],
+            caption="../report/mtbench.rst",
+            category="Benchmarks",
+            labels={"table": "MT-Bench per variant"},
+        ),
+        capability_csv=report(
+            L.evaluation_files["capability_csv"],
+            caption="../report/capability.rst",
+            category="Benchmarks",
+            labels={"table": "capability per variant and task"},
+        ),
+        judge_csv=report(
+            L.evaluation_files["judge_csv"],
+            caption="../report/judge_win_rates.rst",
+            category="Benchmarks",
+            labels={"table": "judge win rates (with LC)"},
+        ),
+        evaluation_long=report(
+            L.evaluation_files["evaluation_long"],
+            caption="../report/evaluation_long.rst",
+            category="Tidy tables",
+            labels={"table": "benchmarks, long form"},
+        ),
+        capability_plot=report(
+            L.evaluation_files["capability_plot"],
+            caption="../report/capability.rst",
+            category="Benchmarks",
+            labels={"plot": "capability vs α"},
+        ),
+    log:
+        f"{R}/logs/evaluation_report.log",
+    conda:
+        f"{ENVS}/report.yaml"
+    params:
+        report=EXP.evaluation_report_params(),
+    script:
+        f"{SMK}/evaluation_report.py"

@@ -18,7 +18,7 @@ def test_new_stages_only_when_configured(tmp_path):
     cfg = yaml.safe_load(SMALL.read_text())
     wd = make_workdir(tmp_path, cfg)
     jobs = planned_jobs(wd)
-    assert not {"local_judge", "mtbench_answers", "mtbench_grade", "capability"} & set(jobs)
+    assert not {"local_judge", "mtbench_answers", "mtbench_grade", "capability", "evaluation_report"} & set(jobs)
 
     cfg["evaluation"].update(
         local_judge={"model": "dpo", "prompt_sets": ["eval"]},
@@ -31,6 +31,7 @@ def test_new_stages_only_when_configured(tmp_path):
     assert jobs["local_judge"] == n_variants - 2  # extrapolations judged against the aligned model
     assert jobs["mtbench_answers"] == jobs["mtbench_grade"] == n_variants
     assert jobs["capability"] == n_variants
+    assert jobs["evaluation_report"] == 1  # their tables, in a rule of their own
 
 
 def test_adding_an_alpha_adds_only_its_judge_job(tmp_path):

@@ -601,3 +601,65 @@ def test_cli(tmp_path):
     assert res["diagnostics"]["n"] == 4
     assert res["reward"]["reward_mean"] == pytest.approx(1.5)
     assert res["win_rate"]["win_rate"] == pytest.approx(50.0)
+
+
+def _judge_annotations(n=60, seed=1):
+    """Synthetic alpaca_eval annotations: weighted preferences, one missing, answers of varied length."""
+    rng = np.random.default_rng(seed)
+    positions = rng.choice(805, size=n, replace=False)
+    pref = 1.0 + rng.uniform(size=n)
+    pref[3] = np.nan
+    pref[5] = 1.5
+    return pd.DataFrame(
+        {
+            "id": [f"alpaca_eval-{i:04d}" for i in positions],
+            "instruction": [f"q{i}" for i in positions],
+            "output_1": ["b" * int(rng.integers(20, 600)) for _ in range(n)],
+            "output_2": ["m" * int(rng.integers(20, 600)) for _ in range(n)],
+            "generator_1": "aligned",
+            "generator_2": "alpha2",
+            "preference": pref,
+        }
+    ), positions
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # scikit-learn 1.8 deprecations inside alpaca_eval
+def test_judge_lc_win_rate_equals_alpaca_eval(monkeypatch, tmp_path):
+    """LC from judge annotations is alpaca_eval's own get_length_controlled_winrate on them."""
+    from alpaca_eval.metrics import glm_winrate
+
+    from workflow_scripts.metrics import judge_lc_win_rate
+
+    _no_network(monkeypatch)
+    gamed = _fake_df_gamed(tmp_path / "df_gamed.csv")
+    ann, positions = _judge_annotations()
+    ours = judge_lc_win_rate(ann.to_dict("records"), df_gamed_path=gamed)
+    monkeypatch.setattr(glm_winrate, "hf_hub_download", lambda *a, **k: str(gamed))
+    ref = M._import_alpaca_eval_metrics().get_length_controlled_winrate(
+        ann.drop(columns=["id"]).assign(index=positions, annotator="judge"),
+        save_weights_dir=None,
+        is_add_glm_preference_inplace=False,
+    )
+    assert ours["available"] is True
+    assert ours["lc_win_rate"] == pytest.approx(ref["length_controlled_winrate"], abs=1e-9)
+    assert ours["lc_standard_error"] == pytest.approx(ref["lc_standard_error"], abs=1e-9)
+    assert ours["win_rate"] == pytest.approx(ref["win_rate"], abs=1e-9)
+    assert ours["n"] == 59  # the missing preference is not counted
+    explicit = judge_lc_win_rate(ann.drop(columns=["id"]), instruction_index=positions, df_gamed_path=gamed)
+    assert explicit["lc_win_rate"] == pytest.approx(ours["lc_win_rate"], abs=1e-12)
+
+
+def test_judge_lc_win_rate_unavailable(monkeypatch, tmp_path):
+    from workflow_scripts.metrics import judge_lc_win_rate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(M.DF_GAMED_ENV, raising=False)
+    _no_network(monkeypatch)
+    ann, _ = _judge_annotations(n=10)
+    res = judge_lc_win_rate(ann, cache_dir=str(tmp_path))
+    assert res["available"] is False and "df_gamed.csv" in res["reason"]
+    world = ann.assign(id=[f"eval-{i}" for i in range(10)])
+    res = judge_lc_win_rate(world, df_gamed_path=_fake_df_gamed(tmp_path / "g.csv"))
+    assert res["available"] is False and "AlpacaEval positions" in res["reason"]
+    with pytest.raises(ValueError, match="lack column"):
+        judge_lc_win_rate(ann.drop(columns=["output_1"]))

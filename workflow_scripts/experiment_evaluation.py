@@ -107,6 +107,14 @@ class EvaluationPlanning:
         """Every variant backed by a checkpoint (MT-Bench and capability run on these)."""
         return [v for v in self.variants() if v.kind != "reference"]  # type: ignore[attr-defined]
 
+    def evaluation_reported(self) -> bool:
+        """Whether any benchmark beyond reward models is configured (then its tables are built)."""
+        return bool(self.mtbench_spec() or self.capability_spec() or self.local_judge_spec() or self.judge_annotator)
+
+    def evaluation_report_params(self) -> dict[str, Any]:
+        """What the ``evaluation_report`` rule needs besides its inputs: the pairs and the variant order."""
+        return {"pairs": self.pairs, "variants": [v.as_tuple() for v in self.variants()]}  # type: ignore[attr-defined]
+
     def judge_model_dir(self, judge: str) -> str | None:
         """Checkpoint folder of a judge naming a configured model; None for ``api:<model>`` judges."""
         if judge.startswith("api:"):

@@ -69,6 +69,17 @@ HALLUCINATION_FILES = {
     "training_plot": "vlm_training_curves.png",
 }
 """The hallucination report's outputs (multimodal experiments only), relative to ``<root>/report``."""
+EVALUATION_FILES = {
+    "evaluation_md": "evaluation.md",
+    "evaluation_html": "evaluation.html",
+    "mtbench_csv": "mtbench.csv",
+    "capability_csv": "capability.csv",
+    "judge_csv": "judge_win_rates.csv",
+    "evaluation_long": "evaluation_long.csv",
+    "capability_plot": "capability_vs_alpha.png",
+}
+"""The MT-Bench / capability / judge report's outputs (when one of those stages is configured),
+relative to ``<root>/report``."""
 
 
 @dataclass(frozen=True, order=True)
@@ -240,6 +251,10 @@ class Layout:
     @property
     def hallucination_files(self) -> dict[str, str]:
         return {k: f"{self.root}/report/{v}" for k, v in HALLUCINATION_FILES.items()}
+
+    @property
+    def evaluation_files(self) -> dict[str, str]:
+        return {k: f"{self.root}/report/{v}" for k, v in EVALUATION_FILES.items()}
 
     def log(self, stage: str, *parts: str) -> str:
         return "/".join([f"{self.root}/logs/{stage}", *parts]) + ".log"

@@ -266,6 +266,12 @@ def hallucination_job(smk: Any) -> None:
     score_generations(smk.input.generations, smk.output[0], dict(smk.params.spec), seed=smk.params.seed)
 
 
+def evaluation_report_job(smk: Any) -> None:
+    from .report.evaluation_pages import build_evaluation_report
+
+    build_evaluation_report(dict(smk.input.items()), dict(smk.output.items()), dict(smk.params.report))
+
+
 def hallucination_report_job(smk: Any) -> None:
     from .hallucination_report import build_hallucination_report
 

@@ -38,6 +38,7 @@ from .length_controlled import (
     DF_GAMED_ENV,
     DF_GAMED_FILENAME,
     find_df_gamed,
+    judge_lc_win_rate,
     lc_win_rate,
 )
 from .selection import select_alpha
@@ -67,6 +68,7 @@ __all__ = [
     "bootstrap_ci_over_seeds",
     "diagnostics",
     "find_df_gamed",
+    "judge_lc_win_rate",
     "lc_win_rate",
     "main",
     "preference_win_rate",

@@ -10,6 +10,9 @@ alpaca_eval does not write fitted weights into its installed package, and ``base
 second hub file (``instruction_difficulty.csv``, used only to re-predict against a named leaderboard
 baseline) is not needed. The GLM also needs each answer's position in the 805-prompt AlpacaEval set
 (``instruction_index``): without it LC is reported unavailable, never guessed.
+
+Two sources of preferences: a reward model's hard decisions (:func:`lc_win_rate`) and a judge's
+annotations (:func:`judge_lc_win_rate`: the local or API judge's probabilities, the leaderboard's LC).
 """
 
 from __future__ import annotations
@@ -130,12 +133,94 @@ def lc_win_rate(
         )
     path = find_df_gamed(df_gamed_path, cache_dir)
     if path is None:
-        return _unavailable(
-            f"{DF_GAMED_FILENAME} of the hub dataset {ALPACA_EVAL_HUB_REPO} is not available locally "
-            f"(not in the Hugging Face cache, no ${DF_GAMED_ENV}); fetch it once with `hf download "
-            f"{ALPACA_EVAL_HUB_REPO} {DF_GAMED_FILENAME} --repo-type dataset` on a machine with network"
-        )
+        return _unavailable(_no_df_gamed_reason())
     frame = _glm_frame(path, al, prefs, generator, baseline_generator)
+    return _lc_result(ae, glm_winrate, path, frame, glm_name, n_boot, seed, level)
+
+
+def judge_lc_win_rate(
+    annotations: Sequence[Mapping[str, Any]] | pd.DataFrame,
+    *,
+    instruction_index: Sequence[int] | None = None,
+    glm_name: str = "length_controlled_v1",
+    df_gamed_path: str | os.PathLike | None = None,
+    cache_dir: str | None = None,
+    n_boot: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Length-controlled win rate (percent) from a *judge's* alpaca_eval annotations, or "unavailable".
+
+    ``annotations`` are what alpaca_eval's ``PairwiseAnnotator`` returns (and what the local judge
+    stage stores): ``preference`` in [1, 2] (2 = ``output_2``, the model, wins; NaN = not
+    annotated), ``output_1`` (the baseline's answer), ``output_2`` (the model's answer) and optional
+    ``generator_1`` / ``generator_2``. This is the number the AlpacaEval 2.0 leaderboard reports as
+    LC when the judge is its GPT-4-turbo judge: the same GLM (``get_length_controlled_winrate``)
+    is fitted on the judge's preferences. Each answer's position among the 805 AlpacaEval prompts
+    comes from ``instruction_index``, else an ``index`` column, else ``id`` values of the form
+    ``alpaca_eval-NNNN``; without one (e.g. prompts that are not AlpacaEval's) the result is
+    ``{"available": False, "reason": ...}``, as it is without a local ``df_gamed.csv`` or without
+    scikit-learn / patsy. Returns the keys of :func:`lc_win_rate`.
+    """
+    df = annotations.copy() if isinstance(annotations, pd.DataFrame) else pd.DataFrame(list(annotations))
+    missing = [c for c in ("preference", "output_1", "output_2") if c not in df.columns]
+    if missing:
+        raise ValueError(f"judge annotations lack column(s) {missing}; have {list(df.columns)}")
+    index = _annotation_index(df, instruction_index)
+    try:
+        ae = _import_alpaca_eval_metrics()
+        from alpaca_eval.metrics import glm_winrate
+    except ImportError as exc:
+        return _unavailable(f"alpaca_eval's GLM cannot be imported ({exc}); it needs scikit-learn and patsy")
+    if index is None:
+        return _unavailable(
+            "the judged prompts carry no AlpacaEval positions (no instruction_index, index column or "
+            "alpaca_eval-NNNN ids): alpaca_eval's GLM needs each prompt's instruction_difficulty"
+        )
+    path = find_df_gamed(df_gamed_path, cache_dir)
+    if path is None:
+        return _unavailable(_no_df_gamed_reason())
+    _check_positions(path, index)
+    gen_2 = df["generator_2"] if "generator_2" in df else "model"
+    gen_1 = df["generator_1"] if "generator_1" in df else "baseline"
+    frame = pd.DataFrame(
+        {
+            "preference": pd.to_numeric(df["preference"], errors="coerce").to_numpy(dtype=float),
+            "output_1": df["output_1"].astype(str).to_numpy(),
+            "output_2": df["output_2"].astype(str).to_numpy(),
+            "generator_1": gen_1 if isinstance(gen_1, str) else gen_1.astype(str).to_numpy(),
+            "generator_2": gen_2 if isinstance(gen_2, str) else gen_2.astype(str).to_numpy(),
+            "index": index,
+            "annotator": "judge",
+        }
+    )
+    return _lc_result(ae, glm_winrate, path, frame, glm_name, n_boot, seed, level)
+
+
+def _annotation_index(df: pd.DataFrame, instruction_index: Sequence[int] | None) -> list[int] | None:
+    """AlpacaEval positions of annotated prompts: explicit, an ``index`` column, or ``alpaca_eval-NNNN`` ids."""
+    if instruction_index is not None:
+        if len(instruction_index) != len(df):
+            raise ValueError(f"instruction_index has {len(instruction_index)} values for {len(df)} annotations")
+        return [int(i) for i in instruction_index]
+    if "index" in df.columns:
+        return [int(i) for i in df["index"]]
+    ids = [str(i) for i in df["id"]] if "id" in df.columns else []
+    if ids and all(ALPACA_EVAL_ID_RE.match(i) for i in ids):
+        return [int(ALPACA_EVAL_ID_RE.match(i).group(1)) for i in ids]
+    return None
+
+
+def _no_df_gamed_reason() -> str:
+    return (
+        f"{DF_GAMED_FILENAME} of the hub dataset {ALPACA_EVAL_HUB_REPO} is not available locally "
+        f"(not in the Hugging Face cache, no ${DF_GAMED_ENV}); fetch it once with `hf download "
+        f"{ALPACA_EVAL_HUB_REPO} {DF_GAMED_FILENAME} --repo-type dataset` on a machine with network"
+    )
+
+
+def _lc_result(ae, glm_winrate, path, frame: pd.DataFrame, glm_name: str, n_boot: int, seed: int, level: float):
+    """One GLM fit of ``frame`` (and the optional bootstrap) as :func:`lc_win_rate`'s result dict."""
     fit = _glm_fitter(ae, glm_winrate, path, glm_name)
     res = fit(frame)
     out = {
@@ -155,17 +240,21 @@ def lc_win_rate(
     return out
 
 
-def _glm_frame(path, al: Mapping[str, Sequence], prefs, generator: str, baseline_generator: str) -> pd.DataFrame:
-    """alpaca_eval's annotation frame (baseline as ``output_1``); every prompt must be an AlpacaEval position."""
-    df_gamed = pd.read_csv(path)
-    difficulty = df_gamed.drop_duplicates("index")["instruction_difficulty"]
-    idx = [int(i) for i in al["instruction_index"]]
+def _check_positions(path, idx: Sequence[int]) -> None:
+    """Every prompt must be an AlpacaEval position known to ``df_gamed.csv`` (ValueError otherwise)."""
+    difficulty = pd.read_csv(path).drop_duplicates("index")["instruction_difficulty"]
     unknown = sorted({i for i in idx if i not in difficulty.index})
     if unknown:
         raise ValueError(
             f"instruction_index values {unknown[:5]} are not AlpacaEval prompt positions known to "
             f"{path} ({len(unknown)} unknown); LC win rate only applies to the AlpacaEval prompts"
         )
+
+
+def _glm_frame(path, al: Mapping[str, Sequence], prefs, generator: str, baseline_generator: str) -> pd.DataFrame:
+    """alpaca_eval's annotation frame (baseline as ``output_1``); every prompt must be an AlpacaEval position."""
+    idx = [int(i) for i in al["instruction_index"]]
+    _check_positions(path, idx)
     return pd.DataFrame(
         {
             "preference": prefs,
