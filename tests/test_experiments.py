@@ -148,6 +148,7 @@ def test_zephyr_controlled_plan(workflow_copy):
         "report",
         "capability",
         "model_card",
+        "evaluation_report",
     }
     assert len(jobs["capability"]) == 6 + 25  # the Open LLM Leaderboard set on every checkpoint-backed variant
     assert jobs["checkpoint_model"] == {

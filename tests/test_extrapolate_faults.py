@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_outputs import default_sighup  # children get SIGHUP at its default, even under nohup
 
 from workflow_scripts.extrapolate import extrapolate, validate_safetensors
 
@@ -163,7 +164,9 @@ SLOW_RUN = (
 
 def _start(sft: Path, aligned: Path, out: Path) -> subprocess.Popen:
     args = ["--sft", str(sft), "--aligned", str(aligned), "--alpha", "1.5", "--out", str(out), "--threads", "1"]
-    return subprocess.Popen([sys.executable, "-c", SLOW_RUN, *args], cwd=ROOT, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, *args], cwd=ROOT, stderr=subprocess.DEVNULL, preexec_fn=default_sighup
+    )
 
 
 def _wait_for_partial(tmp_path: Path, proc: subprocess.Popen) -> None:

@@ -125,6 +125,12 @@ def test_files_honour_the_umask(tmp_path):
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
 
 
+def default_sighup() -> None:
+    """Child processes start with SIGHUP at its default, as in a terminal: under ``nohup`` the
+    parent ignores it and the stage (rightly) leaves an ignored signal ignored."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_clean_up(tmp_path, sig):
     script = textwrap.dedent(
@@ -140,7 +146,13 @@ def test_sigterm_and_sighup_clean_up(tmp_path, sig):
         run_cli(main)
         """
     )
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sighup,
+    )
     assert p.stdout.readline().strip() == "ready"
     p.send_signal(sig)
     _, err = p.communicate(timeout=30)

@@ -139,6 +139,9 @@ def test_ddpo_segments_map_through_the_vision_collator(vlm_world, tmp_path):
 
     w = S.build_shapes_world(seed=0, n_sft=8, n_pref=8, n_eval=2, n_dev=2)
     row = dict(next(r for r in w["prefs"] if r["style"] == "color"))
+    # one corrected colour with >= 3 matching tokens on each side, so the token diff marks that word only
+    row["chosen"] = "a blue circle and a green ring and a red cross."
+    row["rejected"] = "a blue circle and a yellow ring and a red cross."
     # the one word that differs, located by its first differing character
     k = next(i for i, (a, b) in enumerate(zip(row["chosen"], row["rejected"])) if a != b)
     wc, wr = row["chosen"][k:].split()[0].rstrip("."), row["rejected"][k:].split()[0].rstrip(".")
