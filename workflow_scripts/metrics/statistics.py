@@ -58,13 +58,19 @@ def bootstrap_ci(
     if arr.size == 1:
         return (est, float("nan"), float("nan"))
     samples = arr[_boot_indices(arr.size, n_boot, seed)]
+    return (est, *_percentile_interval(stat, samples, level))
+
+
+def _percentile_interval(stat: Callable, samples: np.ndarray, level: float) -> tuple[float, float]:
+    """The percentile interval of ``stat`` over bootstrap ``samples`` (one replicate per row),
+    vectorised when ``stat`` takes ``axis``."""
     try:
         boots = np.asarray(stat(samples, axis=1), dtype=float)
     except TypeError:  # a stat without an ``axis`` argument
         boots = np.array([stat(row) for row in samples], dtype=float)
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(boots, [tail, 100.0 - tail])
-    return (est, float(low), float(high))
+    return (float(low), float(high))
 
 
 @functools.lru_cache(maxsize=4)
@@ -120,13 +126,7 @@ def bootstrap_ci_over_seeds(
         return (est, float("nan"), float("nan"))
     rows = _boot_indices(n, n_boot, seed)
     samples = m[rows[:, :, None], _seed_indices(n, k, n_boot, seed)].reshape(n_boot, n * k)
-    try:
-        boots = np.asarray(stat(samples, axis=1), dtype=float)
-    except TypeError:  # a stat without an ``axis`` argument
-        boots = np.array([stat(row) for row in samples], dtype=float)
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(boots, [tail, 100.0 - tail])
-    return (est, float(low), float(high))
+    return (est, *_percentile_interval(stat, samples, level))
 
 
 def _with_ci(out: dict, name: str, values, *, n_seeds: int = 1, **boot) -> None:
