@@ -14,6 +14,8 @@ against the gold objects, which silence (F1 = 0) cannot win.
   adversarial).
 * Every number has a 95 % percentile-bootstrap CI over answers; ratios are recomputed on each
   resample (the resampling unit is the answer, as for every other number in the report).
+* ``per_answer`` keeps each answer's counts under its prompt id, so the report can compare two
+  models on the same prompts (a paired bootstrap) instead of overlapping two CIs.
 
 Object mentions are found by whole-word matching of a vocabulary (object names and their
 synonyms, longest phrase first, plural ``s`` accepted), which is what CHAIR does with COCO's
@@ -23,7 +25,7 @@ synonym list.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,27 +73,36 @@ def _put(out: dict, name: str, ci: tuple[float, float, float]) -> None:
     out[name], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = ci
 
 
+def chair_counts(
+    outputs: Sequence[str], gold: Sequence[Sequence[str]], vocab: Mapping[str, str]
+) -> dict[str, list[float]]:
+    """Per answer: objects mentioned, hallucinated, gold objects mentioned (hit), gold objects,
+    and the answer's object F1. Every CHAIR number is a ratio of sums of these."""
+    if len(outputs) != len(gold):
+        raise ValueError(f"chair: {len(outputs)} answers but {len(gold)} gold object lists")
+    out: dict[str, list[float]] = {"mentions": [], "hallucinated": [], "hit": [], "gold": [], "f1": []}
+    for text, g in zip(outputs, gold):
+        said, truth = mentioned_objects(text, vocab), set(g)
+        hit = len(said & truth)
+        out["mentions"].append(len(said))
+        out["hallucinated"].append(len(said - truth))
+        out["hit"].append(hit)
+        out["gold"].append(len(truth))
+        out["f1"].append(2 * hit / (len(said) + len(truth)) if said or truth else 1.0)
+    return out
+
+
 def chair(
     outputs: Sequence[str], gold: Sequence[Sequence[str]], vocab: Mapping[str, str], *, seed: int = 0
 ) -> dict[str, Any]:
     """CHAIR_i, CHAIR_s, recall and the per-answer F1 (dev score), each with a bootstrap CI."""
-    if len(outputs) != len(gold):
-        raise ValueError(f"chair: {len(outputs)} answers but {len(gold)} gold object lists")
-    n_m, n_h, n_g, n_hit, f1 = [], [], [], [], []
-    for text, g in zip(outputs, gold):
-        said, truth = mentioned_objects(text, vocab), set(g)
-        hit = len(said & truth)
-        n_m.append(len(said))
-        n_h.append(len(said - truth))
-        n_g.append(len(truth))
-        n_hit.append(hit)
-        f1.append(2 * hit / (len(said) + len(truth)) if said or truth else 1.0)
-    m, h, g_, hit = (np.asarray(x, dtype=float) for x in (n_m, n_h, n_g, n_hit))
+    c = {k: np.asarray(v, dtype=float) for k, v in chair_counts(outputs, gold, vocab).items()}
+    m, h = c["mentions"], c["hallucinated"]
     out: dict[str, Any] = {"n": len(outputs), "mentions_per_answer": float(m.mean()) if len(m) else float("nan")}
     _put(out, "chair_i", _ratio_ci(h, m, seed))
     _put(out, "chair_s", _ratio_ci((h > 0).astype(float), np.ones_like(h), seed))
-    _put(out, "recall", _ratio_ci(hit, g_, seed))
-    _put(out, "object_f1", _ratio_ci(np.asarray(f1), np.ones(len(f1)), seed))
+    _put(out, "recall", _ratio_ci(c["hit"], c["gold"], seed))
+    _put(out, "object_f1", _ratio_ci(c["f1"], np.ones(len(h)), seed))
     return out
 
 
@@ -150,17 +161,105 @@ def evaluate_records(records: Sequence[Mapping[str, Any]], vocab: Mapping[str, s
     desc = [(r, t) for r, t in zip(records, tasks) if t.get("kind") == "describe"]
     qa = [(r, t) for r, t in zip(records, tasks) if t.get("kind") == "pope"]
     out: dict[str, Any] = {}
+    per_answer: dict[str, Any] = {}
     if desc:
-        out["chair"] = chair([r["output"] for r, _ in desc], [t["objects"] for _, t in desc], vocab, seed=seed)
+        texts, gold = [r["output"] for r, _ in desc], [t["objects"] for _, t in desc]
+        out["chair"] = chair(texts, gold, vocab, seed=seed)
+        per_answer["describe"] = {"id": [answer_key(r) for r, _ in desc], **chair_counts(texts, gold, vocab)}
     if qa:
-        out["pope"] = pope(
-            [r["output"] for r, _ in qa],
-            [t["label"] for _, t in qa],
-            [t["split"] for _, t in qa],
-            seed=seed,
-        )
+        texts, labels = [r["output"] for r, _ in qa], [t["label"] for _, t in qa]
+        out["pope"] = pope(texts, labels, [t["split"] for _, t in qa], seed=seed)
+        correct = [int(parse_yes_no(x) == y) for x, y in zip(texts, labels)]
+        per_answer["pope"] = {"id": [answer_key(r) for r, _ in qa], "correct": correct}
     if not out:
         raise ValueError("no record carries a task of kind 'describe' or 'pope'")
+    out["per_answer"] = per_answer
+    return out
+
+
+def answer_key(record: Mapping[str, Any]) -> str:
+    """What pairs an answer with another model's answer to the same prompt: the prompt id where
+    the record has one, else the instruction (the key alpaca_eval pairs by)."""
+    pid = record.get("id")
+    return str(pid) if pid is not None else str(record.get("instruction", ""))
+
+
+PAIRED_KEYS = ("chair_i", "chair_s", "recall", "object_f1", "pope_accuracy")
+"""The numbers :func:`paired_difference` compares (``pope_accuracy``: over all POPE questions)."""
+
+
+def _paired_stats(block: Mapping[str, np.ndarray]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Each statistic as a function of resampled row indices (one resample per row of ``idx``)."""
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        def f(idx: np.ndarray) -> np.ndarray:
+            d = den[idx].sum(-1)
+            return np.where(d > 0, num[idx].sum(-1) / np.maximum(d, 1e-12), np.nan)
+
+        return f
+
+    if "correct" in block:
+        c = block["correct"]
+        return {"pope_accuracy": ratio(c, np.ones_like(c))}
+    h, ones = block["hallucinated"], np.ones_like(block["mentions"])
+    return {
+        "chair_i": ratio(h, block["mentions"]),
+        "chair_s": ratio((h > 0).astype(float), ones),
+        "recall": ratio(block["hit"], block["gold"]),
+        "object_f1": ratio(block["f1"], ones),
+    }
+
+
+def _aligned_blocks(a: Mapping[str, Any], b: Mapping[str, Any], what: str) -> tuple[dict, dict] | None:
+    """Both answer blocks restricted to their common prompt ids, in one order (None: none shared)."""
+    index = []
+    for blk in (a, b):
+        ix = {k: i for i, k in enumerate(blk["id"])}
+        if len(ix) != len(blk["id"]):
+            raise ValueError(f"paired difference ({what}): a prompt id occurs twice in one answer file")
+        index.append(ix)
+    common = sorted(set(index[0]) & set(index[1]))
+    if not common:
+        return None
+    va, ref = (
+        {k: np.asarray(v, dtype=float)[[ix[c] for c in common]] for k, v in blk.items() if k != "id"}
+        for blk, ix in zip((a, b), index)
+    )
+    return va, ref
+
+
+def paired_difference(
+    variant: Mapping[str, Any], reference: Mapping[str, Any], *, seed: int = 0, n_boot: int = N_BOOT
+) -> dict[str, float]:
+    """``<key>_diff`` = variant − reference on the prompts both answered, with a paired bootstrap
+    CI (``_ci_low`` / ``_ci_high``): one resample of prompts feeds both models' ratio of sums.
+
+    Why paired: two models answer the same images, so most of each CI's width is which images were
+    drawn, shared by both; overlapping CIs can hide a difference that every resample shows.
+    ``variant`` and ``reference`` are the ``per_answer`` blocks of :func:`evaluate_records`.
+    """
+    from .metrics.statistics import _boot_indices
+
+    out: dict[str, float] = {}
+    for kind in ("describe", "pope"):
+        if kind not in variant or kind not in reference:
+            continue
+        blocks = _aligned_blocks(variant[kind], reference[kind], kind)
+        if blocks is None:
+            continue
+        va, ref = blocks
+        n = len(next(iter(va.values())))
+        idx = _boot_indices(n, n_boot, seed) if n > 1 else None
+        full = np.arange(n)
+        for key, f in _paired_stats(va).items():
+            g = _paired_stats(ref)[key]
+            est = float(f(full) - g(full))
+            lo = hi = float("nan")
+            if idx is not None:
+                boots = f(idx) - g(idx)
+                if np.isfinite(boots).any():
+                    lo, hi = (float(x) for x in np.nanpercentile(boots, [2.5, 97.5]))
+            out[f"{key}_diff"], out[f"{key}_diff_ci_low"], out[f"{key}_diff_ci_high"] = est, lo, hi
     return out
 
 

@@ -46,12 +46,14 @@ def _flatten(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def collect(paths: Sequence[str], params: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per (prompt set, pair, variant): a baseline appears under every pair it belongs to."""
+    """One row per (prompt set, pair, variant): a baseline appears under every pair it belongs to,
+    with its paired difference to the pair's aligned model (:func:`add_paired_differences`)."""
     pairs = params["pairs"]
-    rows = []
+    rows, answers = [], []
     for path in sorted(paths):
         ps, v = Path(path).parts[-3], Variant.parse(path)
-        flat = _flatten(read_json(path))
+        metrics = read_json(path)
+        flat = _flatten(metrics)
         for pair, p in pairs.items():
             if v.group != pair and not (v.kind == "base" and v.name in (p["sft"], p["aligned"])):
                 continue
@@ -70,7 +72,29 @@ def collect(paths: Sequence[str], params: Mapping[str, Any]) -> pd.DataFrame:
                     **flat,
                 }
             )
-    return pd.DataFrame(rows)
+            answers.append(metrics.get("per_answer"))
+    n_boot = int(params.get("bootstrap", 1000))
+    return add_paired_differences(pd.DataFrame(rows), answers, seed=int(params.get("seed", 0)), n_boot=n_boot)
+
+
+def add_paired_differences(
+    df: pd.DataFrame, answers: Sequence[Mapping | None], *, seed: int = 0, n_boot: int = 1000
+) -> pd.DataFrame:
+    """``<key>_diff`` (+ CI) = row − the same pair's aligned model on the same prompt set, paired by
+    prompt (``answers[i]`` is row i's ``per_answer`` block); NaN where either side lacks it
+    (metrics files written before per-answer counts were kept)."""
+    from .hallucination import PAIRED_KEYS, paired_difference
+
+    cols = [f"{k}_diff{suf}" for k in PAIRED_KEYS for suf in ("", "_ci_low", "_ci_high")]
+    if df.empty:
+        return df
+    aligned = {(r.prompt_set, r.pair): i for i, r in enumerate(df.itertuples()) if r.role == "aligned"}
+    diffs = []
+    for i, r in enumerate(df.itertuples()):
+        j = aligned.get((r.prompt_set, r.pair))
+        ok = j is not None and j != i and answers[i] and answers[j]
+        diffs.append(paired_difference(answers[i], answers[j], seed=seed, n_boot=n_boot) if ok else {})
+    return pd.concat([df, pd.DataFrame(diffs, columns=cols, index=df.index)], axis=1)
 
 
 def _vision_state(meta: Mapping[str, Any]) -> str:
@@ -96,8 +120,19 @@ def _ci(row: Mapping[str, Any], key: str) -> str:
     return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else f"{m:.3f}"
 
 
+def _diff(row: Any, key: str) -> str:
+    """A paired difference vs aligned with its CI, signed; "—" on the aligned row itself."""
+    if getattr(row, "role", None) == "aligned":
+        return "—"
+    m, lo, hi = (getattr(row, f"{key}_diff{suf}", math.nan) for suf in ("", "_ci_low", "_ci_high"))
+    if m is None or pd.isna(m):
+        return "n/a"
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if pd.notna(lo) else f"{m:+.3f}"
+
+
 def _variant_table(g: pd.DataFrame, chosen: float | None) -> list[str]:
-    cols = ["variant", "CHAIR_i", "CHAIR_s", "recall", "F1", "POPE acc", "POPE F1", "yes-ratio", "POPE adv acc"]
+    cols = ["variant", "CHAIR_i", "Δ CHAIR_i vs aligned", "CHAIR_s", "recall", "Δ recall vs aligned", "F1"]
+    cols += ["POPE acc", "POPE F1", "yes-ratio", "POPE adv acc"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     g = g.assign(_o=g.alpha.fillna(1e9)).sort_values(["_o", "label"])
     for _, r in g.iterrows():
@@ -105,8 +140,10 @@ def _variant_table(g: pd.DataFrame, chosen: float | None) -> list[str]:
         cells = [
             f"{r.label}{mark}",
             _ci(r, "chair_i"),
+            _diff(r, "chair_i"),
             _ci(r, "chair_s"),
             _ci(r, "recall"),
+            _diff(r, "recall"),
             _ci(r, "object_f1"),
             _ci(r, "pope_accuracy"),
             "n/a" if pd.isna(r.pope_f1) else f"{r.pope_f1:.3f}",
@@ -132,6 +169,9 @@ def headline(df: pd.DataFrame, chosen: Mapping[str, float], eval_sets: Sequence[
             r = sel.iloc[0] if len(sel) else {}
             row[f"{name}_chair_i"] = _ci(r, "chair_i") if len(sel) else "n/a"
             row[f"{name}_recall"] = _ci(r, "recall") if len(sel) else "n/a"
+        ch = picks["chosen"]
+        for key in ("chair_i", "recall"):
+            row[f"chosen_vs_aligned_{key}"] = _diff(ch.iloc[0], key) if len(ch) else "n/a"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -144,6 +184,8 @@ def markdown(df: pd.DataFrame, chosen: Mapping[str, float], params: Mapping[str,
         "",
         f"α chosen per pair on `{dev}` by mean per-answer object F1 (★); 95 % bootstrap CIs over answers.",
         "CHAIR_i = hallucinated / all object mentions (lower is better), recall = mentioned gold / all gold.",
+        "Δ … vs aligned: the difference to the pair's aligned model on the same prompts, with a paired",
+        "bootstrap CI (one resample of prompts for both models); a CI that excludes 0 is a difference.",
         "",
         "## SFT → aligned → chosen α",
         "",
