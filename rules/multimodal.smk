@@ -91,6 +91,12 @@ rule hallucination_report:
             labels={"table": "CHAIR / recall / POPE per variant (CSV)"},
         ),
         table_md=L.hallucination_files["table_md"],
+        table_html=report(
+            L.hallucination_files["table_html"],
+            caption="../report/hallucination.rst",
+            category="Hallucination",
+            labels={"table": "CHAIR / recall / POPE per variant, paired Δ vs aligned"},
+        ),
         alpha_plot=report(
             L.hallucination_files["alpha_plot"],
             caption="../report/hallucination.rst",

@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from tests.trl_args import cpu_dpo_config
 from workflow_scripts.train.ddpo import changed_tokens, make_ddpo_trainer_class
 from workflow_scripts.train.preference import validate_ddpo
 
@@ -37,7 +38,7 @@ def test_ddpo_settings_must_be_explicit(bad):
 def _trainers(tmp_path, tiny_llama_factory, tiny_tokenizer_dir, *, gamma, average):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from workflow_scripts.train.base import _load_tokenizer
     from workflow_scripts.train.data import render_pair
@@ -53,15 +54,7 @@ def _trainers(tmp_path, tiny_llama_factory, tiny_tokenizer_dir, *, gamma, averag
     ds = Dataset.from_list(rows)
     out = []
     for cls, extra in ((DPOTrainer, {}), (make_ddpo_trainer_class(), {"gamma": gamma, "average": average})):
-        args = DPOConfig(
-            output_dir=str(tmp_path / "scratch"),
-            beta=0.1,
-            max_length=64,
-            precompute_ref_log_probs=False,
-            use_cpu=True,
-            report_to="none",
-            activation_checkpointing=False,
-        )
+        args = cpu_dpo_config(tmp_path / "scratch")
         model = AutoModelForCausalLM.from_pretrained(policy_dir)
         ref = AutoModelForCausalLM.from_pretrained(ref_dir)
         out.append(cls(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok, **extra))
@@ -151,7 +144,6 @@ def _segment_rows(words):
 
 def _ddpo_trainer(tmp_path, tiny_llama_factory, rows):
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig
 
     from workflow_scripts.train.base import _load_tokenizer
     from workflow_scripts.train.preference import _render_preference_rows
@@ -159,15 +151,7 @@ def _ddpo_trainer(tmp_path, tiny_llama_factory, rows):
     policy_dir = tiny_llama_factory("policy", seed=0)
     tok = _load_tokenizer(policy_dir)
     ds, _ = _render_preference_rows(tok, rows, 64, segments=any("segments" in r for r in rows))
-    args = DPOConfig(
-        output_dir=str(tmp_path / "scratch"),
-        beta=0.1,
-        max_length=64,
-        precompute_ref_log_probs=False,
-        use_cpu=True,
-        report_to="none",
-        activation_checkpointing=False,
-    )
+    args = cpu_dpo_config(tmp_path / "scratch")
     model = AutoModelForCausalLM.from_pretrained(policy_dir)
     ref = AutoModelForCausalLM.from_pretrained(tiny_llama_factory("ref", seed=1))
     cls = make_ddpo_trainer_class()

@@ -254,6 +254,21 @@ def test_smollm2_offline_never_trains_on_evaluated_prompts():
 # ------------------------------------------------------------------------------ the report's VLM
 
 
+def _assert_pope_chair_planned(jobs: dict, pairs: dict) -> set[str]:
+    """POPE and CHAIR answered and scored by every variant, the CHAIR dev set by the α candidates;
+    the gold reward (yes/no correctness) exists on POPE only, CHAIR is scored by the hallucination
+    rule. Returns the full set of variant files."""
+    assert jobs["prompt_set"] == {"prompts/pope.jsonl", "prompts/chair.jsonl", "prompts/chair_dev.jsonl"}
+    full, dev = _json(expected_variants(pairs)), _json(expected_variants(pairs, dev=True))
+    for ps in ("pope", "chair"):
+        assert files_under(jobs, "generate", f"generations/{ps}") == full
+        assert files_under(jobs, "hallucination", f"hallucination/{ps}") == full
+    assert files_under(jobs, "generate", "generations/chair_dev") == dev
+    assert files_under(jobs, "hallucination", "hallucination/chair_dev") == dev
+    assert files_under(jobs, "score", "scores/pope/gold") == full
+    return full
+
+
 def test_llava_report_composition_plan(workflow_copy):
     """CLIP + open_llama composed, projector-first SFT → instruction SFT → DDPO 20 %, LLM-only α sweep."""
     jobs = plan(workflow_copy, "llava_report_composition")
@@ -263,13 +278,7 @@ def test_llava_report_composition_plan(workflow_copy):
     assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"ddpo/alpha{a}.json" for a in alphas}
     assert "extrapolate_scheme" not in jobs
     pairs = {"ddpo": {"sft": "sft", "aligned": "ddpo_0.2", "alphas": alphas, "schemes": []}}
-    assert jobs["prompt_set"] == {"prompts/pope.jsonl", "prompts/chair.jsonl", "prompts/chair_dev.jsonl"}
-    full, dev = _json(expected_variants(pairs)), _json(expected_variants(pairs, dev=True))
-    for ps in ("pope", "chair"):
-        assert files_under(jobs, "generate", f"generations/{ps}") == full
-        assert files_under(jobs, "hallucination", f"hallucination/{ps}") == full
-    assert files_under(jobs, "generate", "generations/chair_dev") == dev
-    assert files_under(jobs, "score", "scores/pope/gold") == full  # POPE correctness; CHAIR by the hallucination rule
+    _assert_pope_chair_planned(jobs, pairs)
     assert len(jobs["generate"]) == 7 + 7 + 6
 
 
@@ -316,18 +325,31 @@ def test_llava15_rlhfv_plan(workflow_copy):
     pairs = {p: {"sft": "llava15", "aligned": f"{p}_0.2", "alphas": alphas, "schemes": []} for p in ("ddpo", "dpo")}
     assert files_under(jobs, "extrapolate_alpha", "manifests") == {f"{p}/alpha{a}.json" for p in pairs for a in alphas}
     assert "extrapolate_scheme" not in jobs  # the α sweep moves the LLM only (the pairs' component defaults)
-    assert jobs["prompt_set"] == {"prompts/pope.jsonl", "prompts/chair.jsonl", "prompts/chair_dev.jsonl"}
-    full, dev = _json(expected_variants(pairs)), _json(expected_variants(pairs, dev=True))
-    for ps in ("pope", "chair"):
-        assert files_under(jobs, "generate", f"generations/{ps}") == full
-        assert files_under(jobs, "hallucination", f"hallucination/{ps}") == full
-    assert files_under(jobs, "generate", "generations/chair_dev") == dev
-    assert files_under(jobs, "hallucination", "hallucination/chair_dev") == dev
-    # the gold reward (yes/no correctness) exists on POPE only; CHAIR is scored by the hallucination rule
-    assert files_under(jobs, "score", "scores/pope/gold") == full
+    full = _assert_pope_chair_planned(jobs, pairs)
     assert len(jobs["score"]) == len(full) == 11
     assert len(jobs["generate"]) == 11 + 11 + 10
     assert "report/hallucination.md" in jobs["hallucination_report"]
+
+
+def test_shapes_world_seed_overlays_replicate_every_seed():
+    """Each overlay, merged over shapes_world.yaml as Snakemake merges config files, is a valid
+    experiment of its own name in which every seed (world, init, training, sampler) is the overlay's."""
+    from snakemake.utils import update_config
+
+    from workflow_scripts.config_schema import validate_config
+    from workflow_scripts.experiment import Experiment
+
+    overlays = sorted((REPO / "experiments" / "overlays").glob("shapes_world_seed*.yaml"))
+    assert len(overlays) == 2
+    for path in overlays:
+        cfg = yaml.safe_load((REPO / "experiments" / "shapes_world.yaml").read_text())
+        update_config(cfg, yaml.safe_load(path.read_text()))
+        exp = Experiment(validate_config(cfg))
+        seed = int(path.stem[-1])
+        assert cfg["experiment"] == path.stem and cfg["shapes_world"]["seed"] == seed
+        assert cfg["shapes_world"]["n_sft"] == 800  # the rest of the world is the base file's
+        assert {m: exp.hparams(m)["seed"] for m in cfg["models"]} == dict.fromkeys(cfg["models"], seed)
+        assert cfg["decoding"]["seed"] == seed and cfg["decoding"]["temperature"] == 1.0
 
 
 # ------------------------------------------------------------------------------ every experiment

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from workflow_scripts.hallucination import build_vocab, evaluate_records
-from workflow_scripts.hallucination_report import collect, markdown
+from workflow_scripts.hallucination_report import collect, html_report, markdown
 
 VOCAB = build_vocab(["circle", "square", "fork"])
 GOLD = [["circle"], ["square"]] * 25
@@ -59,6 +59,9 @@ def test_each_variant_gets_its_paired_difference_to_the_aligned_model(tmp_path):
     md = markdown(df.assign(chosen=False), {"dpo": 2.0}, PARAMS)
     assert "Δ CHAIR_i vs aligned" in md and "chosen_vs_aligned_chair_i" in md
     assert "-0.167 [" in md  # the chosen α's paired difference in the headline and its table
+    page = html_report(df.assign(chosen=False), {"dpo": 2.0}, PARAMS, "shapes_world")
+    assert page.count("<table>") == 1 + 2 and "Hallucination — shapes_world" in page
+    assert '-0.167<br><span class="ci">[' in page  # the CI on its own line in the cell
 
 
 def test_metrics_without_per_answer_counts_report_no_difference(tmp_path):

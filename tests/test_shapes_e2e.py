@@ -24,9 +24,9 @@ EXPERIMENT = ROOT / "experiments" / "shapes_world.yaml"
 def small_config() -> dict:
     cfg = yaml.safe_load(EXPERIMENT.read_text())
     cfg["experiment"] = "shapes_small"
-    cfg["shapes_world"].update(n_sft=60, n_pref=40, n_eval=6, n_dev=4)
-    # 64 SFT steps: the tiny model names shapes, so CHAIR and recall have mentions to resample
-    cfg["training"]["sft"].update(epochs=8, batch_size=16)
+    cfg["shapes_world"].update(n_sft=60, n_pref=40, n_eval=6, n_dev=4, questions=1)
+    # 60 SFT steps: the tiny model names shapes, so CHAIR and recall have mentions to resample
+    cfg["training"]["sft"].update(epochs=8, batch_size=16, lr=3.0e-3)
     cfg["extrapolation"]["alphas"] = [2]
     cfg["decoding"]["max_new_tokens"] = 12
     cfg["evaluation"]["bootstrap"] = 100
@@ -76,6 +76,7 @@ def test_shapes_world_end_to_end(tmp_path):
     assert all("scene" in r for r in gen)
     trainable = json.loads((res / "trained" / "dpo_0.2_trainable" / "training_manifest.json").read_text())
     assert trainable["freeze"]["frozen_params"] == 0
+    assert "Δ CHAIR_i vs aligned" in (res / "report" / "hallucination.html").read_text()
     for f in ("hallucination_vs_alpha.png", "component_delta.png", "vlm_training_curves.png", "summary.md"):
         assert (res / "report" / f).stat().st_size > 0
 

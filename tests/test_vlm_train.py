@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.trl_args import cpu_dpo_config
 from workflow_scripts.common import write_jsonl
 from workflow_scripts.multimodal import apply_freeze, tiny_llava
 from workflow_scripts.train.vlm import check_precision, train_vlm
@@ -131,7 +132,6 @@ def test_ddpo_segments_map_through_the_vision_collator(vlm_world, tmp_path):
     spans that mark the corrected word give the diff's weights."""
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import DPOConfig
 
     from workflow_scripts.train.ddpo import make_ddpo_trainer_class, segment_weights
     from workflow_scripts.train.ddpo_segments import FLAGS_KEY
@@ -148,15 +148,7 @@ def test_ddpo_segments_map_through_the_vision_collator(vlm_world, tmp_path):
     row["segments"] = {"chosen": [[k, k + len(wc)]], "rejected": [[k, k + len(wr)]]}
     processor = AutoProcessor.from_pretrained(vlm_world / "base")
     ds = Dataset.from_list(_image_rows([row], processor, None, ("chosen", "rejected"), segments=True))
-    args = DPOConfig(
-        output_dir=str(tmp_path / "scratch"),
-        beta=0.1,
-        max_length=64,
-        precompute_ref_log_probs=False,
-        use_cpu=True,
-        report_to="none",
-        activation_checkpointing=False,
-    )
+    args = cpu_dpo_config(tmp_path / "scratch")
     model = AutoModelForImageTextToText.from_pretrained(vlm_world / "base")
     trainer = make_ddpo_trainer_class()(
         model=model, args=args, train_dataset=ds, processing_class=processor, gamma=2.0, average=False

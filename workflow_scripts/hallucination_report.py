@@ -130,28 +130,28 @@ def _diff(row: Any, key: str) -> str:
     return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if pd.notna(lo) else f"{m:+.3f}"
 
 
-def _variant_table(g: pd.DataFrame, chosen: float | None) -> list[str]:
-    cols = ["variant", "CHAIR_i", "Δ CHAIR_i vs aligned", "CHAIR_s", "recall", "Δ recall vs aligned", "F1"]
-    cols += ["POPE acc", "POPE F1", "yes-ratio", "POPE adv acc"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+def variant_display(g: pd.DataFrame, chosen: float | None) -> pd.DataFrame:
+    """One pair's variants on one prompt set as display strings, SFT first, then by α."""
     g = g.assign(_o=g.alpha.fillna(1e9)).sort_values(["_o", "label"])
+    rows = []
     for _, r in g.iterrows():
         mark = " ★" if chosen is not None and r.role in ("aligned", "alpha") and r.alpha == chosen else ""
-        cells = [
-            f"{r.label}{mark}",
-            _ci(r, "chair_i"),
-            _diff(r, "chair_i"),
-            _ci(r, "chair_s"),
-            _ci(r, "recall"),
-            _diff(r, "recall"),
-            _ci(r, "object_f1"),
-            _ci(r, "pope_accuracy"),
-            "n/a" if pd.isna(r.pope_f1) else f"{r.pope_f1:.3f}",
-            _ci(r, "pope_yes_ratio"),
-            _ci(r, "pope_adv_accuracy"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append(
+            {
+                "variant": f"{r.label}{mark}",
+                "CHAIR_i": _ci(r, "chair_i"),
+                "Δ CHAIR_i vs aligned": _diff(r, "chair_i"),
+                "CHAIR_s": _ci(r, "chair_s"),
+                "recall": _ci(r, "recall"),
+                "Δ recall vs aligned": _diff(r, "recall"),
+                "F1": _ci(r, "object_f1"),
+                "POPE acc": _ci(r, "pope_accuracy"),
+                "POPE F1": "n/a" if pd.isna(r.pope_f1) else f"{r.pope_f1:.3f}",
+                "yes-ratio": _ci(r, "pope_yes_ratio"),
+                "POPE adv acc": _ci(r, "pope_adv_accuracy"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def headline(df: pd.DataFrame, chosen: Mapping[str, float], eval_sets: Sequence[str]) -> pd.DataFrame:
@@ -176,31 +176,55 @@ def headline(df: pd.DataFrame, chosen: Mapping[str, float], eval_sets: Sequence[
     return pd.DataFrame(rows)
 
 
-def markdown(df: pd.DataFrame, chosen: Mapping[str, float], params: Mapping[str, Any]) -> str:
+INTRO = (
+    "α chosen per pair on `{dev}` by mean per-answer object F1 (★); 95 % bootstrap CIs over answers.",
+    "CHAIR_i = hallucinated / all object mentions (lower is better), recall = mentioned gold / all gold.",
+    "Δ … vs aligned: the difference to the pair's aligned model on the same prompts, with a paired",
+    "bootstrap CI (one resample of prompts for both models); a CI that excludes 0 is a difference.",
+)
+
+
+def _show(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def sections(
+    df: pd.DataFrame, chosen: Mapping[str, float], params: Mapping[str, Any]
+) -> list[tuple[str, pd.DataFrame]]:
+    """The report's tables in order, each with its heading: the headline, then one per (set, pair)."""
     dev = params.get("dev_prompt_set")
     eval_sets = [ps for ps in params["prompt_sets"] if ps != dev]
-    out = [
-        "# Hallucination",
-        "",
-        f"α chosen per pair on `{dev}` by mean per-answer object F1 (★); 95 % bootstrap CIs over answers.",
-        "CHAIR_i = hallucinated / all object mentions (lower is better), recall = mentioned gold / all gold.",
-        "Δ … vs aligned: the difference to the pair's aligned model on the same prompts, with a paired",
-        "bootstrap CI (one resample of prompts for both models); a CI that excludes 0 is a difference.",
-        "",
-        "## SFT → aligned → chosen α",
-        "",
-    ]
     head = headline(df, chosen, eval_sets)
-    if not head.empty:
-        cols = list(head.columns)
-        out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for _, r in head.iterrows():
-            out.append("| " + " | ".join(f"{r[c]:g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    head = head.map(_show)
+    out = [("SFT → aligned → chosen α", head)]
     for ps in params["prompt_sets"]:
         for pair, g in df[df.prompt_set == ps].groupby("pair", sort=False):
             meta = f"{g.method.iloc[0]}, vision tower + projector {g.vision.iloc[0]}"
-            out += ["", f"## {ps} · {pair} ({meta})", ""] + _variant_table(g, chosen.get(pair))
+            out.append((f"{ps} · {pair} ({meta})", variant_display(g, chosen.get(pair))))
+    return out
+
+
+def markdown(df: pd.DataFrame, chosen: Mapping[str, float], params: Mapping[str, Any]) -> str:
+    from .report.pages import plain_md_table
+
+    out = ["# Hallucination", "", *(x.format(dev=params.get("dev_prompt_set")) for x in INTRO)]
+    for title, table in sections(df, chosen, params):
+        out += ["", f"## {title}", "", *plain_md_table(table)]
     return "\n".join(out) + "\n"
+
+
+def html_report(df: pd.DataFrame, chosen: Mapping[str, float], params: Mapping[str, Any], experiment: str) -> str:
+    """The same tables as one page for ``snakemake --report`` (CIs on a second line in each cell)."""
+    import html
+
+    from .report.pages import html_page, plain_html_table
+
+    title = f"Hallucination — {experiment}".rstrip(" —")
+    intro = " ".join(x.format(dev=params.get("dev_prompt_set")) for x in INTRO).replace("`", "")
+    parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="note">{html.escape(intro)}</p>']
+    for heading, table in sections(df, chosen, params):
+        parts += [f"<h2>{html.escape(heading)}</h2>", plain_html_table(table)]
+    return html_page(title, "\n".join(parts))
 
 
 def _plt():
@@ -219,10 +243,10 @@ def _save(fig, out: str) -> None:
 
 
 def plot_alpha(df: pd.DataFrame, params: Mapping[str, Any], out: str) -> None:
-    """CHAIR_i, recall and POPE accuracy against α (SFT at −1, aligned at 0) with CI bands."""
+    """CHAIR_i, CHAIR_s, recall and POPE accuracy against α (SFT at −1, aligned at 0) with CI bands."""
     plt = _plt()
-    panels = (("chair_i", "CHAIR_i"), ("recall", "recall"), ("pope_accuracy", "POPE accuracy"))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    panels = (("chair_i", "CHAIR_i"), ("chair_s", "CHAIR_s"), ("recall", "recall"), ("pope_accuracy", "POPE accuracy"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.6))
     dev = params.get("dev_prompt_set")
     line = df[df.role.isin(["sft", "aligned", "alpha"]) & (df.prompt_set != dev)].sort_values("alpha")
     for ax, (key, name) in zip(axes, panels):
@@ -319,6 +343,10 @@ def build_hallucination_report(
         df.to_csv(tmp, index=False)
     with atomic_path(outputs["table_md"]) as tmp:
         tmp.write_text(markdown(df, chosen, params), encoding="utf-8")
+    if outputs.get("table_html"):
+        with atomic_path(outputs["table_html"]) as tmp:
+            experiment = Path(outputs["table_html"]).parents[1].name  # <results>/<experiment>/report/…
+            tmp.write_text(html_report(df, chosen, params, experiment), encoding="utf-8")
     plot_alpha(df, params, outputs["alpha_plot"])
     component_delta(as_list(inputs.get("manifests")), outputs["component_csv"], outputs["component_plot"])
     training_plot(as_list(inputs.get("training")), outputs["training_plot"])

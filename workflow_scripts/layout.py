@@ -63,6 +63,7 @@ LOGIT_REPORT_FILE = "logit_vs_weight.csv"
 HALLUCINATION_FILES = {
     "table_csv": "hallucination.csv",
     "table_md": "hallucination.md",
+    "table_html": "hallucination.html",
     "alpha_plot": "hallucination_vs_alpha.png",
     "component_csv": "component_delta.csv",
     "component_plot": "component_delta.png",

@@ -20,7 +20,7 @@ from ..common import read_json, setup_logging
 from ..layout import EVALUATION_FILES
 from .evaluation import capability_table, capability_verdicts, judge_table, mtbench_table
 from .files import write_csv, write_text
-from .pages import STYLE
+from .pages import html_page, plain_html_table, plain_md_table
 from .tidy import RESULT_COLUMNS
 
 
@@ -92,15 +92,6 @@ def judge_display(jt: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _md_table(df: pd.DataFrame) -> list[str]:
-    if df.empty:
-        return ["(none)"]
-    cols = list(df.columns)
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(str(x).replace("|", "\\|") for x in r) + " |" for r in df.itertuples(index=False)]
-    return out
-
-
 SECTIONS = (
     ("MT-Bench (two turns, single-answer grading 1–10, 95 % bootstrap CIs over questions)", "mtbench"),
     ("Capability (lm-evaluation-harness; ± standard error; Δ vs the pair's aligned model)", "capability"),
@@ -112,20 +103,10 @@ def evaluation_markdown(tables: Mapping[str, pd.DataFrame], experiment: str) -> 
     lines = [f"# Benchmarks beyond reward models — {experiment}", ""]
     shown = {"mtbench": mtbench_display, "capability": capability_display, "judge": judge_display}
     for title, key in SECTIONS:
-        lines += [f"## {title}", "", *_md_table(shown[key](tables[key])), ""]
+        lines += [f"## {title}", "", *plain_md_table(shown[key](tables[key])), ""]
         if key == "capability":
             lines += [f"- {x}" for x in capability_verdicts(tables[key])] + [""]
     return "\n".join(lines)
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "<p>(none)</p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in df.itertuples(index=False)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def evaluation_html(tables: Mapping[str, pd.DataFrame], experiment: str) -> str:
@@ -133,17 +114,12 @@ def evaluation_html(tables: Mapping[str, pd.DataFrame], experiment: str) -> str:
     parts = [f"<h1>{html.escape(title)}</h1>"]
     shown = {"mtbench": mtbench_display, "capability": capability_display, "judge": judge_display}
     for heading, key in SECTIONS:
-        parts += [f"<h2>{html.escape(heading)}</h2>", _html_table(shown[key](tables[key]))]
+        parts += [f"<h2>{html.escape(heading)}</h2>", plain_html_table(shown[key](tables[key]))]
         if key == "capability":
             verdicts = capability_verdicts(tables[key])
             if verdicts:
                 parts += ["<ul>", *[f"<li>{html.escape(x)}</li>" for x in verdicts], "</ul>"]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
-    )
+    return html_page(title, "\n".join(parts))
 
 
 def _long_row(r: Mapping[str, Any], **m: Any) -> dict[str, Any]:

@@ -41,6 +41,34 @@ def _cell(text: str) -> str:
     return f'{html.escape(m.group(1))}<br><span class="ci">{html.escape(m.group(2))}</span>'
 
 
+def html_page(title: str, body: str) -> str:
+    """A self-contained page (inline style) that ``snakemake --report`` shows in place."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def plain_html_table(df: pd.DataFrame) -> str:
+    """Every cell as text (a ``mean [low, high]`` cell with its CI on a second line); "(none)" if empty."""
+    if df.empty:
+        return "<p>(none)</p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = ("".join(f"<td>{_cell(str(x))}</td>" for x in r) for r in df.itertuples(index=False))
+    body = "".join(f"<tr>{cells}</tr>" for cells in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def plain_md_table(df: pd.DataFrame) -> list[str]:
+    """A Markdown table of every cell as text ("|" escaped); "(none)" if empty."""
+    if df.empty:
+        return ["(none)"]
+    cols = list(df.columns)
+    out = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(str(x).replace("|", "\\|") for x in r) + " |" for r in df.itertuples(index=False)]
+    return out
+
+
 def _table(g: pd.DataFrame, shown: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
     rows = []
@@ -73,11 +101,7 @@ def summary_html(df: pd.DataFrame, params: Mapping[str, Any], answers_href: str 
         note = lc_note(g)
         if note:
             parts.append(f'<p class="note">{html.escape(note)}</p>')
-    body = "\n".join(parts)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
-    )
+    return html_page(title, "\n".join(parts))
 
 
 def _rst_escape(text: str) -> str:
