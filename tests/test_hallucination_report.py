@@ -68,3 +68,41 @@ def test_metrics_without_per_answer_counts_report_no_difference(tmp_path):
     df = collect(_files(tmp_path, per_answer=False), PARAMS)
     assert df.chair_i_diff.isna().all() and df.chair_i.notna().all()
     assert "n/a" in markdown(df.assign(chosen=False), {"dpo": 2.0}, PARAMS)
+
+
+def test_the_dev_score_can_average_object_f1_and_pope_accuracy():
+    import pandas as pd
+
+    from workflow_scripts.hallucination_report import _intro, choose_alpha
+
+    dev = pd.DataFrame(
+        {
+            "prompt_set": "dev",
+            "pair": "dpo",
+            "role": ["aligned", "alpha", "alpha"],
+            "alpha": [0.0, 1.0, 4.0],
+            "object_f1": [0.95, 0.96, 0.97],  # F1 alone keeps rising with α …
+            "pope_accuracy": [0.93, 0.94, 0.63],  # … while the yes-bias turns into a no-bias
+        }
+    )
+    assert choose_alpha(dev, "dev") == {"dpo": 4.0}
+    assert choose_alpha(dev, "dev", ["object_f1", "pope_accuracy"]) == {"dpo": 1.0}
+    with pytest.raises(ValueError, match="dev set 'dev' has no pope_adv_accuracy"):
+        choose_alpha(dev.assign(pope_adv_accuracy=math.nan), "dev", ["object_f1", "pope_adv_accuracy"])
+    intro = " ".join(_intro({**PARAMS, "select_by": ["object_f1", "pope_accuracy"]}))
+    assert "by the mean of per-answer object F1 and POPE accuracy" in intro
+
+
+def test_the_dev_score_enters_the_report_params_only_when_set():
+    import copy
+
+    from tests.test_shapes_e2e import small_config
+    from workflow_scripts.config_schema import validate_config
+    from workflow_scripts.experiment import Experiment
+
+    cfg = small_config()
+    cfg["evaluation"].pop("hallucination_select", None)
+    assert "select_by" not in Experiment(validate_config(copy.deepcopy(cfg))).hallucination_params()
+    cfg["evaluation"]["hallucination_select"] = ["object_f1", "pope_accuracy"]
+    params = Experiment(validate_config(cfg)).hallucination_params()
+    assert params["select_by"] == ["object_f1", "pope_accuracy"]

@@ -116,7 +116,7 @@ class MultimodalPlanning:
                     "freeze": hp.get("freeze"),
                     "components": p.get("components"),
                 }
-        return {
+        out = {
             "pairs": self.pairs,  # type: ignore[attr-defined]
             "pair_meta": meta,
             "prompt_sets": self.multimodal_prompt_sets(),
@@ -124,6 +124,9 @@ class MultimodalPlanning:
             "bootstrap": ev.get("bootstrap", 1000),
             "seed": ev.get("seed", 0),
         }
+        if ev.get("hallucination_select"):  # only when set: the params of existing reports stay as they are
+            out["select_by"] = list(ev["hallucination_select"])
+        return out
 
     def vlm_training_records(self) -> list[str]:
         """Trained image-modality models whose curves the hallucination report plots."""

@@ -105,12 +105,20 @@ def _vision_state(meta: Mapping[str, Any]) -> str:
     return "frozen" if any("vision" in f for f in freeze) else "trainable"
 
 
-def choose_alpha(df: pd.DataFrame, dev: str | None) -> dict[str, float]:
-    """Per pair, the α (aligned = 0 included) with the highest mean per-answer F1 on the dev set."""
+def choose_alpha(df: pd.DataFrame, dev: str | None, select_by: Sequence[str] = (SELECT_BY,)) -> dict[str, float]:
+    """Per pair, the α (aligned = 0 included) with the highest dev score: the mean of the
+    ``select_by`` columns (default per-answer object F1), over the variants that have all of them."""
     if df.empty or not dev:
         return {}
-    d = df[(df.prompt_set == dev) & df.role.isin(["aligned", "alpha"])].dropna(subset=[SELECT_BY])
-    return {pair: float(g.loc[g[SELECT_BY].idxmax(), "alpha"]) for pair, g in d.groupby("pair")}
+    cols = list(select_by)
+    cand = df[(df.prompt_set == dev) & df.role.isin(["aligned", "alpha"])]
+    d = cand.dropna(subset=cols)
+    if len(cand) and d.empty:
+        missing = [c for c in cols if cand[c].isna().all()]
+        what = " / ".join(missing)
+        raise ValueError(f"evaluation.hallucination_select: the dev set {dev!r} has no {what} to choose α by")
+    d = d.assign(_score=d[cols].mean(axis=1))
+    return {pair: float(g.loc[g["_score"].idxmax(), "alpha"]) for pair, g in d.groupby("pair")}
 
 
 def _ci(row: Mapping[str, Any], key: str) -> str:
@@ -176,8 +184,14 @@ def headline(df: pd.DataFrame, chosen: Mapping[str, float], eval_sets: Sequence[
     return pd.DataFrame(rows)
 
 
+SELECT_NAMES = {
+    "object_f1": "per-answer object F1",
+    "pope_accuracy": "POPE accuracy",
+    "pope_adv_accuracy": "adversarial POPE accuracy",
+}
+
 INTRO = (
-    "α chosen per pair on `{dev}` by mean per-answer object F1 (★); 95 % bootstrap CIs over answers.",
+    "α chosen per pair on `{dev}` by {select} (★); 95 % bootstrap CIs over answers.",
     "CHAIR_i = hallucinated / all object mentions (lower is better), recall = mentioned gold / all gold.",
     "Δ … vs aligned: the difference to the pair's aligned model on the same prompts, with a paired",
     "bootstrap CI (one resample of prompts for both models); a CI that excludes 0 is a difference.",
@@ -204,10 +218,20 @@ def sections(
     return out
 
 
+def _intro(params: Mapping[str, Any]) -> list[str]:
+    names = [SELECT_NAMES[k] for k in params.get("select_by") or (SELECT_BY,)]
+    select = names[0] if len(names) == 1 else "the mean of " + " and ".join(names)
+    return [x.format(dev=params.get("dev_prompt_set"), select=select) for x in INTRO]
+
+
 def markdown(df: pd.DataFrame, chosen: Mapping[str, float], params: Mapping[str, Any]) -> str:
     from .report.pages import plain_md_table
 
-    out = ["# Hallucination", "", *(x.format(dev=params.get("dev_prompt_set")) for x in INTRO)]
+    out = [
+        "# Hallucination",
+        "",
+        *_intro(params),
+    ]
     for title, table in sections(df, chosen, params):
         out += ["", f"## {title}", "", *plain_md_table(table)]
     return "\n".join(out) + "\n"
@@ -220,7 +244,7 @@ def html_report(df: pd.DataFrame, chosen: Mapping[str, float], params: Mapping[s
     from .report.pages import html_page, plain_html_table
 
     title = f"Hallucination — {experiment}".rstrip(" —")
-    intro = " ".join(x.format(dev=params.get("dev_prompt_set")) for x in INTRO).replace("`", "")
+    intro = " ".join(_intro(params)).replace("`", "")
     parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="note">{html.escape(intro)}</p>']
     for heading, table in sections(df, chosen, params):
         parts += [f"<h2>{html.escape(heading)}</h2>", plain_html_table(table)]
@@ -337,7 +361,7 @@ def build_hallucination_report(
     df = collect(as_list(inputs.get("metrics")), params)
     if df.empty:
         raise ValueError("hallucination report: no metrics files to report")
-    chosen = choose_alpha(df, params.get("dev_prompt_set"))
+    chosen = choose_alpha(df, params.get("dev_prompt_set"), params.get("select_by") or (SELECT_BY,))
     df["chosen"] = [r.role in ("aligned", "alpha") and r.alpha == chosen.get(r.pair) for r in df.itertuples()]
     with atomic_path(outputs["table_csv"]) as tmp:
         df.to_csv(tmp, index=False)
