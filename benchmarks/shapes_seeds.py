@@ -55,6 +55,9 @@ def seed_rows(root: Path) -> list[dict]:
         rows.append({"comparison": f"{pair}: α {c.alpha:g} − aligned", **d})
         d = paired_difference(a["per_answer"], _metrics(root, "base", "sft")["per_answer"])
         rows.append({"comparison": f"{pair}: aligned − SFT", **d})
+        for r in ev[(ev.pair == pair) & (ev.role == "alpha")].sort_values("alpha").itertuples():
+            d = paired_difference(_metrics(root, pair, r.variant)["per_answer"], a["per_answer"])
+            rows.append({"comparison": f"{pair}: fixed α {r.alpha:g} − aligned", **d})
     for which in ("aligned", "chosen"):
         if "dpo" in runs and "ddpo" in runs:
             d = paired_difference(runs["ddpo"][which]["per_answer"], runs["dpo"][which]["per_answer"])
@@ -79,21 +82,21 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"Over {len(a.experiments)} seeds: mean of the per-seed differences (min … max); seeds whose CI excludes 0")
     print()
-    print("| comparison | Δ CHAIR_i | CI < 0 / > 0 | Δ recall | CI < 0 / > 0 |")
-    print("|---|---|---|---|---|")
+    print("| comparison | Δ CHAIR_i | CI < 0 / > 0 | Δ recall | CI < 0 / > 0 | Δ POPE acc | CI < 0 / > 0 |")
+    print("|---|---|---|---|---|---|---|")
     by: dict[str, list[dict]] = {}
     for r in rows:
         comp = r["comparison"]
-        by.setdefault(comp.split(": α")[0] + ": chosen α − aligned" if ": α" in comp else comp, []).append(r)
+        by.setdefault(comp.split(": α")[0] + ": chosen α − aligned" if ": α " in comp else comp, []).append(r)
     for comp, rs in by.items():
         cells = []
-        for k in ("chair_i", "recall"):
+        for k in ("chair_i", "recall", "pope_accuracy"):
             v = [r[f"{k}_diff"] for r in rs]
             neg = sum(r[f"{k}_diff_ci_high"] < 0 for r in rs)
             pos = sum(r[f"{k}_diff_ci_low"] > 0 for r in rs)
             cells += [f"{statistics.mean(v):+.3f} ({min(v):+.3f} … {max(v):+.3f})", f"{neg} / {pos} of {len(rs)}"]
         print(f"| {comp} | " + " | ".join(cells) + " |")
-    sft = [(r["run"], r["sft_chair_i"], r["sft_pope"]) for r in rows if r["comparison"].startswith("dpo:")]
+    sft = [(r["run"], r["sft_chair_i"], r["sft_pope"]) for r in rows if r["comparison"] == "dpo: aligned − SFT"]
     print()
     print("SFT per run (CHAIR_i, POPE accuracy): " + ", ".join(f"{n} {c:.3f} / {p:.3f}" for n, c, p in sft))
 

@@ -178,6 +178,7 @@ class EvaluationPlanning:
         """Settings that change the report's numbers (not paths: those are inputs)."""
         ev = dict(self.config.get("evaluation", {}))
         ev.setdefault("primary_reward", next(iter(self.reward_models)))
+        ev.pop("hallucination_select", None)  # the hallucination report's choice (its own params)
         return {
             "evaluation": ev,
             "variants": [v.as_tuple() for v in self.variants()],  # type: ignore[attr-defined]
