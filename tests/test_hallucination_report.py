@@ -62,6 +62,7 @@ def test_each_variant_gets_its_paired_difference_to_the_aligned_model(tmp_path):
     page = html_report(df.assign(chosen=False), {"dpo": 2.0}, PARAMS, "shapes_world")
     assert page.count("<table>") == 1 + 2 and "Hallucination — shapes_world" in page
     assert '-0.167<br><span class="ci">[' in page  # the CI on its own line in the cell
+    assert "Δ CHAIR_i chosen vs aligned" in page and "chosen_vs_aligned_chair_i" not in page  # headers in words
 
 
 def test_metrics_without_per_answer_counts_report_no_difference(tmp_path):

@@ -198,6 +198,21 @@ INTRO = (
 )
 
 
+HEADLINE_LABELS = {
+    "prompt_set": "prompt set",
+    "chosen_alpha": "chosen α",
+    "sft_chair_i": "SFT CHAIR_i",
+    "sft_recall": "SFT recall",
+    "aligned_chair_i": "aligned CHAIR_i",
+    "aligned_recall": "aligned recall",
+    "chosen_chair_i": "chosen α CHAIR_i",
+    "chosen_recall": "chosen α recall",
+    "chosen_vs_aligned_chair_i": "Δ CHAIR_i chosen vs aligned",
+    "chosen_vs_aligned_recall": "Δ recall chosen vs aligned",
+}
+"""Headers in words for the HTML page; the Markdown keeps the headline's column keys as they are."""
+
+
 def _show(x: Any) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
@@ -247,7 +262,7 @@ def html_report(df: pd.DataFrame, chosen: Mapping[str, float], params: Mapping[s
     intro = " ".join(_intro(params)).replace("`", "")
     parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="note">{html.escape(intro)}</p>']
     for heading, table in sections(df, chosen, params):
-        parts += [f"<h2>{html.escape(heading)}</h2>", plain_html_table(table)]
+        parts += [f"<h2>{html.escape(heading)}</h2>", plain_html_table(table.rename(columns=HEADLINE_LABELS))]
     return html_page(title, "\n".join(parts))
 
 
